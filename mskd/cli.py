@@ -1,0 +1,342 @@
+"""Command-line interface: argument parsing and printing only; the work is done by the modules.
+
+Every expected failure (bad input, missing data, unusable checkpoint, unwritable output) is printed
+as one line ``mskd: error: ...`` with exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, preset, with_depths
+from .data import DataError, canonical_name, load_dataset
+from .runs import (
+    CheckpointError, RunDirError, default_run_dir, ensure_dir, load_checkpoint, write_json,
+)
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An expected failure with a message for the user."""
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return vals
+
+
+def _log(quiet: bool):
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return log
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default,
+                   help="dataset name (cora, citeseer, pubmed, ppi, amazon-computers, "
+                        "amazon-photo, coauthor-cs, coauthor-physics) or a PATH.npz of your own "
+                        f"graph (default: {default or 'the one stored in the checkpoint'})")
+    g.add_argument("--data-root", default=None,
+                   help="folder holding PyG dataset folders (Planetoid/, Amazon/, ...); default "
+                        "$MSKD_DATA_ROOT, else ~/.cache/mskd/data")
+    g.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the random 20/30-per-class split for datasets without an "
+                        "official split (default 0)")
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=None,
+                   help="run directory (default runs/<dataset>/<timestamp>)")
+    g.add_argument("--teachers", default=None, metavar="DIR",
+                   help="where teacher checkpoints are read from / written to (default OUT/teachers); "
+                        "matching checkpoints there are reused, not retrained")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the run (default 0)")
+    g.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    t = p.add_argument_group("training (override the dataset preset)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs for teachers and student")
+    t.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a better validation score")
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    t.add_argument("--teacher-depths", type=_ints, default=None, metavar="L1,L2,...",
+                   help="hidden layers of each teacher (default 1,2,3)")
+    t.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
+                   help="architecture of teachers and student (default gat)")
+
+
+def _add_distill_args(p: argparse.ArgumentParser, default_method: str) -> None:
+    g = p.add_argument_group("distillation")
+    g.add_argument("--method", default=default_method,
+                   help="none | kd | fitnet | at | lsp | uniform | mskd "
+                        f"(default {default_method})")
+    g.add_argument("--attention", default=None,
+                   help="teacher weights: node (per-node cosine softmax, default), global "
+                        "(the authors' one weight per teacher), uniform")
+    g.add_argument("--tau", type=float, default=None,
+                   help="temperature of the node attention softmax (small = sharper)")
+    g.add_argument("--schedule", default=None,
+                   help="joint (all teachers every step, default) or sequential (the authors' "
+                        "one teacher per phase, LSP only in each phase's warm-up)")
+    g.add_argument("--beta", type=float, default=None, help="weight of the structure term (LSP/FitNet/AT)")
+    g.add_argument("--gamma", type=float, default=None, help="weight of the logit KD term")
+    g.add_argument("--temperature", type=float, default=None, help="KD temperature T")
+    g.add_argument("--kernel", default=None, help="LSP kernel: l1 (default), rbf, linear, poly")
+    g.add_argument("--student-layer", type=_ints, default=None, metavar="I[,I,...]",
+                   help="student hidden layer (0-based) matched to each teacher's last hidden "
+                        "layer: one value for all or one per teacher (default: spread over depth)")
+    g.add_argument("--teacher-layers", type=int, default=None,
+                   help="single-teacher methods (kd, fitnet, at, lsp): use the teacher with this "
+                        "many hidden layers (default the deepest)")
+    g.add_argument("--faithful", action="store_true",
+                   help="the authors' code choices: sequential schedule, global attention computed "
+                        "once, LSP only (no logit KD); see docs/faithful.md")
+    g.add_argument("--no-teacher-cache", action="store_true",
+                   help="re-run the frozen teachers every step instead of caching their outputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mskd",
+        description="Multi-scale knowledge distillation from multiple GNN teachers "
+                    "(Zhang et al., AAAI 2022).",
+    )
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"mskd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="train (or reuse) teachers, distil the student, evaluate, report",
+                       description="End to end: teachers of several depths, then the student, "
+                                   "then results.json and a table.")
+    _add_data_args(p)
+    _add_common_args(p)
+    _add_distill_args(p, "mskd")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("distill", help="distil a student with one method (teachers trained if missing)",
+                       description="Train the student with --method; teachers are reused from "
+                                   "--teachers (or OUT/teachers) or trained first.")
+    _add_data_args(p)
+    _add_common_args(p)
+    _add_distill_args(p, "mskd")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("teachers", help="train or reuse the teachers only",
+                       description="Train one teacher per depth into OUT/teachers (or --teachers).")
+    _add_data_args(p)
+    _add_common_args(p)
+    p.set_defaults(func=cmd_teachers)
+
+    p = sub.add_parser("evaluate", help="score saved checkpoints",
+                       description="Score teacher/student checkpoints on their dataset's "
+                                   "val and test splits.")
+    p.add_argument("checkpoints", nargs="*", help="checkpoint files (.pt)")
+    p.add_argument("--run", default=None, metavar="DIR",
+                   help="score every checkpoint of a run directory (DIR/*.pt, DIR/teachers/*.pt)")
+    _add_data_args(p, default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the scores as JSON")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+# --- config from arguments ----------------------------------------------------------------------
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    name = canonical_name(args.dataset)
+    cfg = dataclasses.replace(preset(name), dataset=args.dataset, seed=args.seed)
+    if args.split_seed is not None:
+        cfg = dataclasses.replace(cfg, split_seed=args.split_seed)
+    train_over = {k: v for k, v in (("epochs", args.epochs), ("patience", args.patience),
+                                    ("lr", args.lr)) if v is not None}
+    if train_over:
+        cfg = dataclasses.replace(
+            cfg,
+            teacher_train=dataclasses.replace(cfg.teacher_train, **train_over),
+            student_train=dataclasses.replace(cfg.student_train, **train_over),
+        )
+    teachers = cfg.teachers
+    if args.arch:
+        teachers = tuple(dataclasses.replace(t, arch=args.arch) for t in teachers)
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, arch=args.arch))
+    if args.teacher_depths:
+        teachers = with_depths(teachers[0], args.teacher_depths)
+    cfg = dataclasses.replace(cfg, teachers=teachers)
+    if hasattr(args, "method"):
+        from .distill import faithful
+        over = {k: getattr(args, a) for k, a in (
+            ("method", "method"), ("attention", "attention"), ("tau", "tau"),
+            ("schedule", "schedule"), ("beta", "beta"), ("gamma", "gamma"),
+            ("temperature", "temperature"), ("kernel", "kernel"),
+            ("student_layers", "student_layer"), ("teacher_layers", "teacher_layers"),
+        ) if getattr(args, a) is not None}
+        dist = dataclasses.replace(cfg.distill, **over)
+        if args.faithful:
+            dist = faithful(dist)
+        cfg = dataclasses.replace(cfg, distill=dist)
+    cfg.validate()
+    return cfg
+
+
+def _prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Path]:
+    out = Path(args.out) if args.out else default_run_dir(dataset_name)
+    if (out / "results.json").exists() and args.func is not cmd_teachers:
+        raise RunDirError(
+            f"{out} already holds a finished run (results.json); it is kept as it is. Choose "
+            f"another --out, or reuse its teachers with --teachers {out / 'teachers'}"
+        )
+    ensure_dir(out)
+    teacher_dir = Path(args.teachers) if args.teachers else out / "teachers"
+    ensure_dir(teacher_dir)
+    return out, teacher_dir
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace, cfg: RunConfig):
+    log = _log(args.quiet)
+    data = load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed)
+    log(data.summary())
+    return data
+
+
+def cmd_teachers(args: argparse.Namespace) -> int:
+    from .report import format_table, model_row
+    from .teachers import train_or_load_teachers
+    from .train import resolve_device
+
+    cfg = resolve_config(args)
+    device = resolve_device(args.device)
+    data = _load(args, cfg)
+    out, teacher_dir = _prepare_out(args, data.name)
+    teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, _log(args.quiet))
+    print(format_table([model_row(t) for t in teachers], _metric(data)))
+    print(f"teachers in {teacher_dir}")
+    return 0
+
+
+def _metric(data) -> str:
+    from .evaluate import metric_name
+    return metric_name(data.task)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .distill import train_student
+    from .report import format_table, model_row, results_record
+    from .teachers import train_or_load_teachers
+    from .train import resolve_device
+
+    t0 = time.perf_counter()
+    cfg = resolve_config(args)
+    device = resolve_device(args.device)
+    data = _load(args, cfg)
+    out, teacher_dir = _prepare_out(args, data.name)
+    write_json(out / "config.json", cfg.to_dict())
+    log = _log(args.quiet)
+    teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, log)
+    student, details = train_student(cfg, data, teachers, out, device, args.quiet,
+                                     teacher_cache=not args.no_teacher_cache)
+    rec = results_record(cfg, data, teachers, student, details, str(device),
+                         time.perf_counter() - t0)
+    write_json(out / "results.json", rec)
+    print(format_table([model_row(t) for t in teachers] + [model_row(student)], rec["metric"]))
+    if details.get("mean_attention"):
+        weights = ", ".join(f"{n}={w:.3f}" for n, w in zip(details["teachers_used"],
+                                                           details["mean_attention"]))
+        print(f"mean teacher weights: {weights}")
+    print(f"results in {out / 'results.json'}")
+    return 0
+
+
+def _checkpoint_paths(args: argparse.Namespace) -> list[Path]:
+    paths = [Path(p) for p in args.checkpoints]
+    if args.run:
+        run = Path(args.run)
+        if not run.is_dir():
+            raise CliError(f"run directory not found: {run}")
+        paths += sorted((run / "teachers").glob("*.pt")) + sorted(run.glob("*.pt"))
+    if not paths:
+        raise CliError("nothing to evaluate: give checkpoint files or --run DIR")
+    return paths
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import metric_name
+    from .models import count_parameters
+    from .teachers import check_compatible, model_from_checkpoint
+    from .train import evaluate_split, resolve_device
+
+    device = resolve_device(args.device)
+    rows, loaded = [], {}
+    for path in _checkpoint_paths(args):
+        payload = load_checkpoint(path)
+        dataset = args.dataset or payload["dataset"]
+        split_seed = args.split_seed if args.split_seed is not None else payload.get("split_seed") or 0
+        key = (dataset, split_seed)
+        if key not in loaded:
+            loaded[key] = load_dataset(dataset, args.data_root, split_seed=split_seed).to(device)
+        data = loaded[key]
+        check_compatible(payload, data, path)
+        model = model_from_checkpoint(payload, path).to(device)
+        val, _ = evaluate_split(model, data, "val")
+        test, _ = evaluate_split(model, data, "test")
+        rows.append({"checkpoint": str(path), "kind": payload["kind"], "dataset": data.name,
+                     "metric": metric_name(data.task), "layers": model.cfg.hidden_layers,
+                     "params": count_parameters(model), "val": val, "test": test})
+    w = max(len(r["checkpoint"]) for r in rows)
+    print(f"{'checkpoint'.ljust(w)}  kind     layers  params       val     test   metric")
+    for r in rows:
+        print(f"{r['checkpoint'].ljust(w)}  {r['kind']:<7}  {r['layers']:>6}  {r['params']:>9,}  "
+              f"{r['val']:.4f}  {r['test']:.4f}  {r['metric']}")
+    if args.json:
+        write_json(Path(args.json), rows)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, DataError, ConfigError, CheckpointError, RunDirError) as e:
+        print(f"mskd: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:  # bad --device and similar argument values
+        print(f"mskd: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # disk full, permission denied while writing
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"mskd: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mskd: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        from .train import TrainingError
+        if isinstance(e, TrainingError):
+            print(f"mskd: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

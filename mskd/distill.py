@@ -1,0 +1,320 @@
+"""The student: trained alone or distilled from frozen teachers.
+
+Objective (``docs/method.md``)::
+
+    L = L_task + sum_k a_k * (beta * S_k + gamma * KD_k)
+
+where ``S_k`` is the structure term of teacher k (LSP for ``lsp``/``uniform``/``mskd``, FitNet or
+AT for those baselines), ``KD_k`` the logit term, and ``a_k`` the teacher weights (per node for
+``--attention node``). Each method is one row of :data:`METHODS`; adding a baseline means adding a
+loss to ``losses.py`` and a row here.
+
+Frozen teachers are run once per graph in ``eval()`` mode under ``no_grad`` and their outputs
+cached (they cannot change); ``teacher_cache=False`` re-runs them every step instead, which gives
+the same numbers and exists for comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .attention import MODES as ATTENTION_MODES
+from .attention import teacher_weights
+from .config import ConfigError, DistillConfig, RunConfig, TrainConfig
+from .data import GraphDataset
+from .losses import at_loss, fitnet_loss, kd_loss, lsp_loss
+from .models import GNN, count_parameters
+from .runs import save_checkpoint
+from .teachers import TrainedModel, checkpoint_payload
+from .train import LossTerm, Step, evaluate_split, fit, seed_everything
+
+
+@dataclass(frozen=True)
+class Method:
+    """Which teachers a method uses and which terms it adds."""
+
+    teachers: str  # "none" | "one" | "all"
+    structure: str | None  # "lsp" | "fitnet" | "at" | None
+    logits: bool  # logit KD on?
+    attention: str | None = None  # fixed attention mode, or None = from the config
+
+
+METHODS: dict[str, Method] = {
+    "none": Method("none", None, False),
+    "kd": Method("one", None, True),
+    "fitnet": Method("one", "fitnet", False),
+    "at": Method("one", "at", False),
+    "lsp": Method("one", "lsp", False),
+    "uniform": Method("all", "lsp", True, attention="uniform"),
+    "mskd": Method("all", "lsp", True),
+}
+SCHEDULES = ("joint", "sequential")
+
+
+def faithful(cfg: DistillConfig) -> DistillConfig:
+    """The authors' code choices (docs/faithful.md): sequential phases with LSP only during each
+    phase's warm-up, global attention computed once from the untrained student, logit KD off."""
+    return dataclasses.replace(
+        cfg, method="mskd", schedule="sequential", attention="global", gamma=0.0, kernel="l1_code",
+        faithful=True,
+    )
+
+
+def validate(cfg: DistillConfig, n_student_layers: int, teacher_depths: Sequence[int]) -> None:
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
+    if cfg.attention not in ATTENTION_MODES:
+        raise ConfigError(
+            f"unknown attention {cfg.attention!r}; valid: {', '.join(ATTENTION_MODES)}"
+        )
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if cfg.temperature <= 0 or cfg.tau <= 0:
+        raise ConfigError("temperature and tau must be > 0")
+    if cfg.beta < 0 or cfg.gamma < 0:
+        raise ConfigError("beta and gamma must be >= 0")
+    if cfg.teacher_layers and cfg.teacher_layers not in teacher_depths:
+        raise ConfigError(
+            f"--teacher-layers {cfg.teacher_layers}: no such teacher; configured depths "
+            f"{', '.join(map(str, teacher_depths))}"
+        )
+    if cfg.student_layers:
+        if len(cfg.student_layers) not in (1, len(teacher_depths)):
+            raise ConfigError(
+                f"--student-layer needs 1 or {len(teacher_depths)} values, got "
+                f"{len(cfg.student_layers)}"
+            )
+        bad = [i for i in cfg.student_layers if not 0 <= i < n_student_layers]
+        if bad:
+            raise ConfigError(
+                f"--student-layer {bad[0]} out of range: the student has hidden layers "
+                f"0..{n_student_layers - 1}"
+            )
+
+
+def matched_layers(n_student_layers: int, n_teachers: int, given: Sequence[int] = ()) -> list[int]:
+    """Student hidden layer matched to each teacher (teachers sorted by depth, shallow first).
+
+    Default: spread over the student's depth, teacher k of K -> layer ceil((k+1) S / K) - 1, so
+    the deepest teacher meets the last student hidden layer.
+    """
+    if given:
+        return list(given) * n_teachers if len(given) == 1 else list(given)
+    return [math.ceil((k + 1) * n_student_layers / n_teachers) - 1 for k in range(n_teachers)]
+
+
+class TeacherOutputs:
+    """Logits and last hidden layer of every frozen teacher, per training graph.
+
+    Cached once (teachers are frozen and in eval mode, so their outputs never change) unless
+    ``cache=False``, in which case each request re-runs the teachers on the step's graph.
+    """
+
+    def __init__(self, teachers: Sequence[TrainedModel], graphs: Sequence, cache: bool = True):
+        self.models = [t.model for t in teachers]
+        for m in self.models:
+            m.eval()
+        self.cache = cache
+        self._store: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        if cache:
+            for g in graphs:
+                self._store[int(g.gid)] = self._run(g.x, g.edge_index)
+
+    @torch.no_grad()
+    def _run(self, x: Tensor, edge_index: Tensor) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        for m in self.models:
+            z, h = m(x, edge_index)
+            out.append((z, h[-1]))
+        return out
+
+    def __call__(self, g) -> list[tuple[Tensor, Tensor]]:
+        """Per teacher ``(logits [N, C], hidden [N, W])`` for the nodes of step graph ``g``."""
+        if not self.cache:
+            return self._run(g.x, g.edge_index)
+        gids = g.gid.tolist() if isinstance(g.gid, Tensor) else [int(g.gid)]
+        if len(gids) == 1:
+            return self._store[gids[0]]
+        # A batch concatenates its graphs' nodes in the order of ``gid``.
+        parts = [self._store[i] for i in gids]
+        return [
+            (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts]))
+            for k in range(len(self.models))
+        ]
+
+
+class Objective:
+    """Builds the distillation terms of one method, sharing teacher outputs and attention
+    weights between terms within a step."""
+
+    def __init__(self, cfg: DistillConfig, data: GraphDataset, teachers: Sequence[TrainedModel],
+                 student: GNN, teacher_cache: bool = True) -> None:
+        self.cfg = cfg
+        self.method = METHODS[cfg.method]
+        self.multilabel = data.multilabel
+        all_teachers = sorted(teachers, key=lambda t: t.layers)
+        layers = matched_layers(student.cfg.hidden_layers, len(all_teachers), cfg.student_layers)
+        if self.method.teachers == "one":
+            depth = cfg.teacher_layers or all_teachers[-1].layers
+            idx = [t.layers for t in all_teachers].index(depth)
+            self.teachers, self.layers = [all_teachers[idx]], [layers[idx]]
+        elif self.method.teachers == "all":
+            self.teachers, self.layers = all_teachers, layers
+        else:
+            self.teachers, self.layers = [], []
+        self.attention = self.method.attention or cfg.attention
+        self.outputs = (TeacherOutputs(self.teachers, data.splits["train"], teacher_cache)
+                        if self.teachers else None)
+        self.extra_modules: list[nn.Module] = []
+        if self.method.structure == "fitnet":
+            self.proj = nn.Linear(student.cfg.width, self.teachers[0].cfg.width)
+            self.extra_modules.append(self.proj)
+        self._step_cache: tuple[Step, list[tuple[Tensor, Tensor]], Tensor] | None = None
+        self._frozen_weights: Tensor | None = None
+        self.attention_log: list[Tensor] = []
+
+    # -- schedule ---------------------------------------------------------------------------
+
+    @property
+    def sequential(self) -> bool:
+        return self.cfg.schedule == "sequential" and len(self.teachers) > 1
+
+    def phase(self, epoch: int) -> int:
+        return min((epoch - 1) // self.cfg.phase_epochs, len(self.teachers) - 1)
+
+    def _structure_weight(self, epoch: int) -> float:
+        if self.sequential and (epoch - 1) % self.cfg.phase_epochs >= self.cfg.lsp_warmup:
+            return 0.0
+        return self.cfg.beta
+
+    def train_config(self, base: TrainConfig) -> TrainConfig:
+        if not self.sequential:
+            return base
+        # Sequential phases run to the end: early stopping would skip later teachers.
+        total = self.cfg.phase_epochs * len(self.teachers)
+        return dataclasses.replace(base, epochs=total, patience=total)
+
+    # -- per-step shared state ---------------------------------------------------------------
+
+    def _weights(self, step: Step, outs: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """[N, K] per-node weights (every mode is broadcast to this shape)."""
+        n, k = step.logits.shape[0], len(outs)
+        if self.sequential:
+            w = torch.zeros(n, k, device=step.logits.device)
+            w[:, self.phase(step.epoch)] = 1.0
+            if self.cfg.faithful:
+                w = w * self._global_once(step, outs)
+            return w
+        if k == 1:
+            return torch.ones(n, 1, device=step.logits.device)
+        if self.attention == "global" and self.cfg.faithful:
+            return self._global_once(step, outs).expand(n, k)
+        a = teacher_weights(step.logits, [z for z, _ in outs], mode=self.attention,
+                            tau=self.cfg.tau, lam=self.cfg.lam)
+        return a if a.ndim == 2 else a.expand(n, k)
+
+    def _global_once(self, step: Step, outs) -> Tensor:
+        # The authors compute the global weights once, from the untrained student.
+        if self._frozen_weights is None:
+            self._frozen_weights = teacher_weights(
+                step.logits, [z for z, _ in outs], mode="global", tau=self.cfg.tau,
+                lam=self.cfg.lam,
+            ).detach()
+        return self._frozen_weights
+
+    def _shared(self, step: Step) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        # Holding the step itself (not its id) keeps the key unique until the next step.
+        if self._step_cache is None or self._step_cache[0] is not step:
+            outs = self.outputs(step.graph)
+            w = self._weights(step, outs).detach()
+            self._step_cache = (step, outs, w)
+            self.attention_log.append(w.mean(dim=0).cpu())
+        return self._step_cache[1], self._step_cache[2]
+
+    # -- terms -------------------------------------------------------------------------------
+
+    def _structure(self, step: Step) -> Tensor:
+        outs, w = self._shared(step)
+        total = step.logits.new_zeros(step.logits.shape[0])
+        for k, ((_, h_t), layer) in enumerate(zip(outs, self.layers)):
+            if not bool((w[:, k] != 0).any()):
+                continue
+            h_s = step.hidden[layer]
+            if self.method.structure == "lsp":
+                per_node = lsp_loss(h_s, h_t, step.graph.edge_index, kernel=self.cfg.kernel,
+                                    reduction="none")
+            elif self.method.structure == "fitnet":
+                per_node = fitnet_loss(h_s, h_t, proj=self.proj, reduction="none")
+            else:
+                per_node = at_loss(h_s, h_t, reduction="none")
+            total = total + w[:, k] * per_node
+        return total.mean()
+
+    def _logits(self, step: Step) -> Tensor:
+        outs, w = self._shared(step)
+        total = step.logits.new_zeros(step.logits.shape[0])
+        for k, (z_t, _) in enumerate(outs):
+            if not bool((w[:, k] != 0).any()):
+                continue
+            per_node = kd_loss(step.logits, z_t, T=self.cfg.temperature,
+                               multilabel=self.multilabel, reduction="none")
+            total = total + w[:, k] * per_node
+        return total.mean()
+
+    def terms(self) -> list[LossTerm]:
+        terms = []
+        if self.method.structure:
+            terms.append(LossTerm(self.method.structure, self._structure, self._structure_weight))
+        if self.method.logits and self.cfg.gamma > 0:
+            terms.append(LossTerm("kd", self._logits, self.cfg.gamma))
+        return terms
+
+    def mean_attention(self) -> list[float]:
+        """Mean weight per teacher over all steps (what the student actually used)."""
+        if not self.attention_log:
+            return []
+        return torch.stack(self.attention_log).mean(dim=0).tolist()
+
+
+def train_student(
+    run: RunConfig, data: GraphDataset, teachers: Sequence[TrainedModel], out_dir: Path,
+    device: torch.device, quiet: bool = False, teacher_cache: bool = True,
+) -> tuple[TrainedModel, dict]:
+    """Train the student with ``run.distill.method``; save ``student-<method>.pt``.
+
+    Returns the trained student and a dict of method details for ``results.json``.
+    """
+    cfg = run.distill
+    validate(cfg, run.student.hidden_layers, [t.layers for t in teachers])
+    seed_everything(run.seed)
+    dev_data = data.to(device)
+    student = GNN(data.num_features, data.num_classes, run.student).to(device)
+    objective = Objective(cfg, dev_data, teachers, student, teacher_cache=teacher_cache)
+    train_cfg = objective.train_config(run.student_train)
+    result = fit(student, dev_data, train_cfg, terms=objective.terms(),
+                 extra_modules=objective.extra_modules, seed=run.seed,
+                 desc=f"student-{cfg.method}", quiet=quiet)
+    test, _ = evaluate_split(student, dev_data, "test")
+    details = {
+        "method": cfg.method,
+        "teachers_used": [t.name for t in objective.teachers],
+        "student_layers_matched": objective.layers,
+        "attention": objective.attention if objective.teachers else None,
+        "mean_attention": objective.mean_attention(),
+        "settings": dataclasses.asdict(cfg),
+    }
+    path = out_dir / f"student-{cfg.method}.pt"
+    save_checkpoint(path, checkpoint_payload("student", student, data, train_cfg, run.seed,
+                                             result, test, extra={"distill": details}))
+    student.eval()
+    trained = TrainedModel(f"student-{cfg.method}", student, run.student,
+                           count_parameters(student), result.val, test, result.best_epoch,
+                           result.train_s, path, False)
+    return trained, details

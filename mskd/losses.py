@@ -1,0 +1,512 @@
+"""Loss functions for training and distilling GNNs: pure functions, shapes in the docstrings.
+
+The objective (``docs/method.md``) is a visible weighted sum built by the caller::
+
+    L = task_loss + sum_k a_k * (beta * lsp_loss_k + gamma * kd_loss_k)
+
+so every distillation loss can return per-node values (``reduction="none"``) that node-wise
+teacher attention weights can multiply. Teacher inputs are always detached: teachers are frozen and
+a distillation loss must never push gradients into them. Because a frozen teacher's LSP local
+structure is a constant of the graph, :func:`local_structure` + :func:`structure_kl` let the caller
+compute it once instead of on every step (:func:`lsp_loss` is the two composed).
+
+Name-to-function lookups are the plain dicts :data:`LOSSES` and :data:`KERNELS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.utils import add_self_loops, remove_self_loops, scatter
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class KernelParams(NamedTuple):
+    """Hyper-parameters of the LSP kernels (an immutable value; each kernel reads its own)."""
+
+    scale: float = 100.0  # l1, l1_code: distance divisor (both authors' codes use 100)
+    sigma: float = 1.0  # rbf: bandwidth
+    c: float = 1.0  # poly: additive constant
+    d: int = 2  # poly: degree
+
+
+Kernel = Callable[[Tensor, Tensor, KernelParams], Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+
+
+def _reduce(per_node: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_node.mean()
+    if reduction == "sum":
+        return per_node.sum()
+    return per_node
+
+
+def _check_2d(name: str, x: Tensor) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [N, F], got shape {tuple(x.shape)}")
+
+
+def _check_same_nodes(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    if a.size(0) != b.size(0):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same number of nodes, "
+            f"got {a.size(0)} and {b.size(0)}"
+        )
+
+
+def _check_temperature(T: float) -> None:
+    if not T > 0:
+        raise ValueError(f"temperature T must be > 0, got {T}")
+
+
+def segment_log_softmax(score: Tensor, index: Tensor, num_nodes: int) -> Tensor:
+    """Log-softmax of ``score`` within the groups given by ``index``.
+
+    ``log p_e = score_e - log sum_{e': index[e'] = index[e]} exp(score_e')``, computed with the
+    max-shift so that large logits (linear/poly kernels) neither overflow nor, as ``log`` of a
+    plain softmax would, underflow to ``-inf``.
+
+    Args:
+        score: one logit per edge.
+        index: the group (target node) of each edge.
+        num_nodes: number of groups N.
+
+    Shapes:
+        score: [E], index: [E] -> [E]
+    """
+    # The shift cancels out of the result, so it needs no gradient.
+    shift = scatter(score.detach(), index, dim=0, dim_size=num_nodes, reduce="max")
+    shifted = score - shift[index]
+    log_norm = scatter(shifted.exp(), index, dim=0, dim_size=num_nodes, reduce="sum").log()
+    return shifted - log_norm[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# task loss
+
+
+def task_loss(logits: Tensor, y: Tensor, multilabel: bool, reduction: str = "mean") -> Tensor:
+    """Supervised loss on labelled nodes.
+
+    Single-label: cross-entropy ``-log softmax(z_v)[y_v]``. Multi-label: binary cross-entropy with
+    logits, averaged over labels, ``-(1/C) sum_c [y_vc log sig(z_vc) + (1 - y_vc) log sig(-z_vc)]``.
+    ``reduction="mean"`` averages over nodes (for BCE this equals PyTorch's default mean over all
+    N*C entries, as in the authors' code).
+
+    Args:
+        logits: raw scores of the nodes to supervise (select the training nodes first).
+        y: class indices (single-label) or 0/1 targets (multi-label).
+        multilabel: whether ``y`` holds one binary target per label.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Shapes:
+        logits: [N, C]; y: [N] long (single-label) or [N, C] (multi-label)
+        -> scalar, or [N] for ``reduction="none"``
+    """
+    _check_reduction(reduction)
+    _check_2d("logits", logits)
+    if multilabel:
+        if y.shape != logits.shape:
+            raise ValueError(
+                f"multi-label targets must have the shape of logits {tuple(logits.shape)}, "
+                f"got {tuple(y.shape)}"
+            )
+        per_node = F.binary_cross_entropy_with_logits(
+            logits, y.to(logits.dtype), reduction="none"
+        ).mean(dim=1)
+    else:
+        if y.dim() != 1 or y.size(0) != logits.size(0):
+            raise ValueError(
+                f"single-label targets must have shape [{logits.size(0)}], got {tuple(y.shape)}"
+            )
+        if y.is_floating_point():
+            raise ValueError("single-label targets must be integer class indices")
+        per_node = F.cross_entropy(logits, y, reduction="none")
+    return _reduce(per_node, reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# local structure preserving (LSP) loss
+
+
+def l1_kernel(x_j: Tensor, x_i: Tensor, params: KernelParams) -> Tensor:
+    """``-||x_j - x_i||_1 / scale``: log of the similarity ``exp(-||x_j - x_i||_1 / scale)``."""
+    return -(x_j - x_i).abs().sum(dim=-1) / params.scale
+
+
+def l1_code_kernel(x_j: Tensor, x_i: Tensor, params: KernelParams) -> Tensor:
+    """``exp(-||x_j - x_i||_1 / scale)`` used *as the logit*, as both authors' codes do."""
+    return l1_kernel(x_j, x_i, params).exp()
+
+
+def rbf_kernel(x_j: Tensor, x_i: Tensor, params: KernelParams) -> Tensor:
+    """``-||x_j - x_i||_2^2 / sigma``: log of the RBF similarity."""
+    return -(x_j - x_i).pow(2).sum(dim=-1) / params.sigma
+
+
+def linear_kernel(x_j: Tensor, x_i: Tensor, params: KernelParams) -> Tensor:
+    """``x_j . x_i`` used as the logit (it can be negative, so it cannot be a similarity)."""
+    return (x_j * x_i).sum(dim=-1)
+
+
+def poly_kernel(x_j: Tensor, x_i: Tensor, params: KernelParams) -> Tensor:
+    """``(x_j . x_i + c)^d`` used as the logit (negative for odd d, so not a similarity)."""
+    return ((x_j * x_i).sum(dim=-1) + params.c).pow(params.d)
+
+
+KERNELS: dict[str, Kernel] = {
+    "l1": l1_kernel,
+    "l1_code": l1_code_kernel,
+    "rbf": rbf_kernel,
+    "linear": linear_kernel,
+    "poly": poly_kernel,
+}
+
+
+def _resolve_kernel(kernel: str | Kernel) -> Kernel:
+    if isinstance(kernel, str):
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+        return KERNELS[kernel]
+    return kernel
+
+
+def _kernel_params(scale: float, sigma: float, c: float, d: int) -> KernelParams:
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    return KernelParams(scale=scale, sigma=sigma, c=c, d=d)
+
+
+def with_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """``edge_index`` with every self loop removed and exactly one per node appended.
+
+    Validates the edges: shape [2, E], integer ids in ``[0, num_nodes)``.
+
+    Shapes:
+        edge_index: [2, E] -> [2, E' + N] where E' counts the non-self edges
+    """
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+    if edge_index.is_floating_point():
+        raise ValueError("edge_index must hold integer node ids")
+    if edge_index.numel() > 0 and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
+        raise ValueError(f"edge_index holds node ids outside [0, {num_nodes})")
+    edge_index, _ = remove_self_loops(edge_index.long())
+    edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
+    return edge_index
+
+
+def _log_structure(h: Tensor, edge_index: Tensor, kernel: Kernel, params: KernelParams) -> Tensor:
+    src, dst = edge_index
+    return segment_log_softmax(kernel(h[src], h[dst], params), dst, h.size(0))
+
+
+def local_structure(
+    h: Tensor,
+    edge_index: Tensor,
+    kernel: str | Kernel = "l1",
+    *,
+    scale: float = 100.0,
+    sigma: float = 1.0,
+    c: float = 1.0,
+    d: int = 2,
+) -> tuple[Tensor, Tensor]:
+    """Each node's distribution over its in-edges, in log space (the LSP paper's "local
+    structure"; formulas and kernels as in :func:`lsp_loss`)::
+
+        log p_v(u) = k(h_u, h_v) - log sum_{w -> v} exp(k(h_w, h_v))
+
+    A frozen teacher's structure is a constant of the graph: compute it once (under
+    ``torch.no_grad()``), keep it, and pass it to :func:`structure_kl` each step, instead of
+    paying for the teacher's O(E * Ft) distances on every call of :func:`lsp_loss`.
+
+    Args:
+        h: hidden representation.
+        edge_index: edges in PyG convention (source u, target v); self loops are normalised by
+            :func:`with_self_loops`.
+        kernel, scale, sigma, c, d: as in :func:`lsp_loss`.
+
+    Returns:
+        ``(edge_index_with_self_loops, log_p)``: keep the two together, ``log_p[e]`` belongs to
+        edge ``e`` of the returned edge index.
+
+    Shapes:
+        h: [N, F], edge_index: [2, E] -> ([2, E'], [E']) with E' = non-self edges + N
+    """
+    _check_2d("h", h)
+    kernel_fn = _resolve_kernel(kernel)
+    params = _kernel_params(scale, sigma, c, d)
+    edge_index = with_self_loops(edge_index, h.size(0))
+    return edge_index, _log_structure(h, edge_index, kernel_fn, params)
+
+
+def structure_kl(
+    log_p_teacher: Tensor,
+    log_p_student: Tensor,
+    edge_index: Tensor,
+    num_nodes: int,
+    reduction: str = "mean",
+) -> Tensor:
+    """Per-node ``KL(p_v^teacher || p_v^student) = sum_{u -> v} p_t (log p_t - log p_s)`` of two
+    local structures from :func:`local_structure` on the same edge index (the second half of
+    :func:`lsp_loss`). The teacher side is detached.
+
+    Args:
+        log_p_teacher: teacher log-probabilities per edge.
+        log_p_student: student log-probabilities per edge.
+        edge_index: the edge index :func:`local_structure` returned (with self loops).
+        num_nodes: N.
+        reduction: ``"mean"`` (over nodes) | ``"sum"`` | ``"none"``.
+
+    Shapes:
+        log_p_teacher: [E], log_p_student: [E], edge_index: [2, E]
+        -> scalar, or [N] for ``reduction="none"``
+    """
+    _check_reduction(reduction)
+    if not (log_p_teacher.shape == log_p_student.shape == edge_index.shape[1:]):
+        raise ValueError(
+            f"log_p_teacher {tuple(log_p_teacher.shape)}, log_p_student "
+            f"{tuple(log_p_student.shape)} and edge_index {tuple(edge_index.shape)} must describe "
+            "the same edges"
+        )
+    log_p_teacher = log_p_teacher.detach()
+    per_edge = log_p_teacher.exp() * (log_p_teacher - log_p_student)
+    per_node = scatter(per_edge, edge_index[1], dim=0, dim_size=num_nodes, reduce="sum")
+    return _reduce(per_node, reduction)
+
+
+def lsp_loss(
+    h_student: Tensor,
+    h_teacher: Tensor,
+    edge_index: Tensor,
+    kernel: str | Kernel = "l1",
+    reduction: str = "mean",
+    *,
+    scale: float = 100.0,
+    sigma: float = 1.0,
+    c: float = 1.0,
+    d: int = 2,
+) -> Tensor:
+    """Local structure preserving loss (Yang et al., "Distilling Knowledge from Graph
+    Convolutional Networks", CVPR 2020), the "topological semantics" term of MSKD (Zhang et al.,
+    AAAI 2022).
+
+    Each node v gets a distribution over its in-edges u -> v (self loop included once)::
+
+        p_v(u) = exp(k(h_u, h_v)) / sum_{w -> v} exp(k(h_w, h_v))
+        LSP    = mean_v KL(p_v^teacher || p_v^student)
+               = mean_v sum_{u -> v} p_v^t(u) (log p_v^t(u) - log p_v^s(u))
+
+    where ``k`` is a log-score ("logit") per edge, from :data:`KERNELS`:
+
+    - ``"l1"`` (default): ``k = -||h_u - h_v||_1 / scale``, i.e.
+      ``p_v(u) = s(u, v) / sum_w s(w, v)`` with ``s = exp(-||h_u - h_v||_1 / 100)``, the
+      similarity of ``docs/method.md`` and of the LSP paper's idea.
+    - ``"l1_code"``: ``k = exp(-||h_u - h_v||_1 / scale)``. Both authors' codes (DistillGCN and
+      MSKD) apply the edge softmax to the similarity itself, so ``p_v(u)`` is proportional to
+      ``exp(s(u, v))``; since ``s`` lies in (0, 1], no two neighbours' probabilities differ by more
+      than a factor e. Kept so the two can be compared.
+    - ``"rbf"``: ``k = -||h_u - h_v||_2^2 / sigma``.
+    - ``"linear"``: ``k = h_u . h_v``; ``"poly"``: ``k = (h_u . h_v + c)^d``. These kernel values
+      can be negative, so they are the softmax logit rather than the (positive) similarity.
+
+    Only distances/products *within* each model enter, so the widths Fs and Ft may differ and no
+    projection is needed. The teacher distribution uses ``h_teacher.detach()``. Self loops already
+    in ``edge_index`` are removed and one per node is added, so every node's distribution is
+    defined (an isolated node contributes 0). Duplicate non-self edges count once each. Work and
+    memory are O(E * (Fs + Ft)); with a frozen teacher, cache its half with
+    :func:`local_structure` and call :func:`structure_kl` (same result, O(E * Fs) per step).
+
+    Args:
+        h_student: student hidden representation.
+        h_teacher: teacher hidden representation of the same nodes (frozen).
+        edge_index: edges in PyG convention, ``edge_index[0]`` = source u, ``[1]`` = target v.
+        kernel: a name in :data:`KERNELS` or a callable ``(x_j, x_i, KernelParams) -> [E]``.
+        reduction: ``"mean"`` (over nodes) | ``"sum"`` | ``"none"`` (per-node values, e.g. to
+            weight them with node-wise teacher attention).
+        scale: divisor of the L1 distance (``l1``, ``l1_code``); the authors use 100.
+        sigma: RBF bandwidth.
+        c: constant of the polynomial kernel.
+        d: degree of the polynomial kernel.
+
+    Shapes:
+        h_student: [N, Fs], h_teacher: [N, Ft], edge_index: [2, E]
+        -> scalar, or [N] for ``reduction="none"``
+    """
+    _check_reduction(reduction)
+    _check_2d("h_student", h_student)
+    _check_2d("h_teacher", h_teacher)
+    _check_same_nodes("h_student", h_student, "h_teacher", h_teacher)
+    kernel_fn = _resolve_kernel(kernel)
+    params = _kernel_params(scale, sigma, c, d)
+    num_nodes = h_student.size(0)
+    edge_index = with_self_loops(edge_index, num_nodes)
+    log_p_s = _log_structure(h_student, edge_index, kernel_fn, params)
+    with torch.no_grad():
+        log_p_t = _log_structure(h_teacher.detach(), edge_index, kernel_fn, params)
+    return structure_kl(log_p_t, log_p_s, edge_index, num_nodes, reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# logit distillation
+
+
+def kd_loss(
+    z_student: Tensor,
+    z_teacher: Tensor,
+    T: float = 1.0,
+    multilabel: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    """Logit knowledge distillation (Hinton et al., "Distilling the Knowledge in a Neural
+    Network", 2015), as MSKD (Zhang et al., AAAI 2022) uses it for the teachers' logits.
+
+    Single-label, per node, with ``p = softmax(z_t / T)`` and ``q = softmax(z_s / T)``::
+
+        KD_v = T^2 * sum_c p_c (log p_c - log q_c)
+
+    Multi-label, per node, with ``p = sigmoid(z_t / T)`` and ``q = sigmoid(z_s / T)`` per label::
+
+        KD_v = T^2 * (1/C) sum_c [p_c (log p_c - log q_c) + (1 - p_c)(log(1 - p_c) - log(1 - q_c))]
+
+    The mean (not the sum) over labels keeps the term on the scale of BCE-with-logits, which also
+    averages over labels, so the weight gamma means the same for 6 or 121 labels. ``T^2`` keeps
+    the gradient scale independent of the temperature. Logs come from ``log_softmax`` /
+    ``logsigmoid`` so that saturated logits stay finite. The teacher is detached.
+
+    Args:
+        z_student: student logits.
+        z_teacher: teacher logits (frozen).
+        T: temperature, > 0.
+        multilabel: per-label sigmoid (True) or softmax over classes (False).
+        reduction: ``"mean"`` (over nodes) | ``"sum"`` | ``"none"``.
+
+    Shapes:
+        z_student: [N, C], z_teacher: [N, C] -> scalar, or [N] for ``reduction="none"``
+    """
+    _check_reduction(reduction)
+    _check_temperature(T)
+    _check_2d("z_student", z_student)
+    _check_2d("z_teacher", z_teacher)
+    if z_student.shape != z_teacher.shape:
+        raise ValueError(
+            f"z_student and z_teacher must have the same shape, "
+            f"got {tuple(z_student.shape)} and {tuple(z_teacher.shape)}"
+        )
+    s = z_student / T
+    t = z_teacher.detach() / T
+    if multilabel:
+        log_p_t, log_1mp_t = F.logsigmoid(t), F.logsigmoid(-t)
+        log_q, log_1mq = F.logsigmoid(s), F.logsigmoid(-s)
+        per_label = log_p_t.exp() * (log_p_t - log_q) + log_1mp_t.exp() * (log_1mp_t - log_1mq)
+        per_node = per_label.mean(dim=1)
+    else:
+        log_p_t = F.log_softmax(t, dim=1)
+        log_q = F.log_softmax(s, dim=1)
+        per_node = (log_p_t.exp() * (log_p_t - log_q)).sum(dim=1)
+    return _reduce(per_node * (T * T), reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# feature-level baselines of the LSP paper
+
+
+def fitnet_loss(
+    h_student: Tensor,
+    h_teacher: Tensor,
+    proj: Callable[[Tensor], Tensor] | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """FitNet hint loss (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015), as the
+    LSP paper (Yang et al., CVPR 2020) uses it as a baseline::
+
+        FitNet_v = (1/Ft) sum_f (proj(h_s)[v, f] - h_t[v, f])^2
+
+    ``proj`` is a learned map owned (and optimised) by the caller, e.g. ``nn.Linear(Fs, Ft)``;
+    ``None`` means identity and requires Fs == Ft. The teacher is detached.
+
+    Args:
+        h_student: student hidden representation.
+        h_teacher: teacher hidden representation (frozen).
+        proj: maps student features to the teacher's width.
+        reduction: ``"mean"`` (over nodes; equals the MSE over all entries) | ``"sum"`` |
+            ``"none"``.
+
+    Shapes:
+        h_student: [N, Fs], h_teacher: [N, Ft], proj: [N, Fs] -> [N, Ft]
+        -> scalar, or [N] for ``reduction="none"``
+    """
+    _check_reduction(reduction)
+    _check_2d("h_student", h_student)
+    _check_2d("h_teacher", h_teacher)
+    _check_same_nodes("h_student", h_student, "h_teacher", h_teacher)
+    hint = h_student if proj is None else proj(h_student)
+    if hint.shape != h_teacher.shape:
+        raise ValueError(
+            f"projected student features {tuple(hint.shape)} do not match the teacher's "
+            f"{tuple(h_teacher.shape)}; pass proj mapping Fs={h_student.size(1)} "
+            f"to Ft={h_teacher.size(1)} (e.g. nn.Linear)"
+        )
+    per_node = (hint - h_teacher.detach()).pow(2).mean(dim=1)
+    return _reduce(per_node, reduction)
+
+
+def _attention_map(h: Tensor, p: int) -> Tensor:
+    return F.normalize(h.abs().pow(p).sum(dim=1), p=2.0, dim=0)
+
+
+def at_loss(h_student: Tensor, h_teacher: Tensor, p: int = 2, reduction: str = "mean") -> Tensor:
+    """Attention transfer (Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR
+    2017), adapted to graphs as a baseline in the LSP paper (Yang et al., CVPR 2020): one
+    attention value per node instead of per pixel::
+
+        a(h)[v] = sum_f |h[v, f]|^p,   a_hat = a / ||a||_2   (normalised over nodes)
+        AT_v    = N * (a_hat_s[v] - a_hat_t[v])^2
+
+    so that ``mean_v AT_v = ||a_hat_s - a_hat_t||_2^2``. The maps are scale invariant
+    (``h_s = c * h_t`` gives 0) and need no projection, so widths may differ. The teacher is
+    detached.
+
+    Args:
+        h_student: student hidden representation.
+        h_teacher: teacher hidden representation (frozen).
+        p: exponent of the attention map, >= 1.
+        reduction: ``"mean"`` | ``"sum"`` (``N * ||a_hat_s - a_hat_t||^2``) | ``"none"``.
+
+    Shapes:
+        h_student: [N, Fs], h_teacher: [N, Ft] -> scalar, or [N] for ``reduction="none"``
+    """
+    _check_reduction(reduction)
+    _check_2d("h_student", h_student)
+    _check_2d("h_teacher", h_teacher)
+    _check_same_nodes("h_student", h_student, "h_teacher", h_teacher)
+    if p < 1:
+        raise ValueError(f"p must be >= 1, got {p}")
+    diff = _attention_map(h_student, p) - _attention_map(h_teacher.detach(), p)
+    per_node = h_student.size(0) * diff.pow(2)
+    return _reduce(per_node, reduction)
+
+
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "task": task_loss,
+    "kd": kd_loss,
+    "lsp": lsp_loss,
+    "fitnet": fitnet_loss,
+    "at": at_loss,
+}
