@@ -13,9 +13,14 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, preset, with_depths
-from .data import DataError, canonical_name, load_dataset
+from .data import DATASETS, DataError, canonical_name, load_dataset
 from .runs import (
-    CheckpointError, RunDirError, default_run_dir, ensure_dir, load_checkpoint, write_json,
+    CheckpointError,
+    RunDirError,
+    default_run_dir,
+    ensure_dir,
+    load_checkpoint,
+    write_json,
 )
 
 EXIT_USAGE = 2
@@ -182,6 +187,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     cfg = dataclasses.replace(cfg, teachers=teachers)
     if hasattr(args, "method"):
         from .distill import faithful
+        from .distill import validate as validate_distill
         over = {k: getattr(args, a) for k, a in (
             ("method", "method"), ("attention", "attention"), ("tau", "tau"),
             ("schedule", "schedule"), ("beta", "beta"), ("gamma", "gamma"),
@@ -193,6 +199,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             dist = faithful(dist)
         cfg = dataclasses.replace(cfg, distill=dist)
     cfg.validate()
+    if hasattr(args, "method"):
+        # A bad --method/--attention/... fails here, before any data is loaded, run directory
+        # created or teacher trained.
+        validate_distill(cfg.distill, cfg.student.hidden_layers,
+                         [t.hidden_layers for t in cfg.teachers])
     return cfg
 
 
@@ -227,7 +238,7 @@ def cmd_teachers(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     device = resolve_device(args.device)
     data = _load(args, cfg)
-    out, teacher_dir = _prepare_out(args, data.name)
+    _, teacher_dir = _prepare_out(args, data.name)
     teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, _log(args.quiet))
     print(format_table([model_row(t) for t in teachers], _metric(data)))
     print(f"teachers in {teacher_dir}")
@@ -279,6 +290,16 @@ def _checkpoint_paths(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def _checkpoint_dataset(payload: dict, path: Path) -> str:
+    """The dataset a checkpoint is scored on when --dataset is not given."""
+    name, source = payload["dataset"], payload.get("data_source") or ""
+    if source.lower().endswith(".npz"):  # a user's graph is found by its file, not its name
+        return source
+    if name not in DATASETS:
+        raise CliError(f"{path} was trained on the user graph {name!r}; pass --dataset PATH.npz")
+    return name
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import metric_name
     from .models import count_parameters
@@ -289,7 +310,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows, loaded = [], {}
     for path in _checkpoint_paths(args):
         payload = load_checkpoint(path)
-        dataset = args.dataset or payload["dataset"]
+        dataset = args.dataset or _checkpoint_dataset(payload, path)
         split_seed = args.split_seed if args.split_seed is not None else payload.get("split_seed") or 0
         key = (dataset, split_seed)
         if key not in loaded:

@@ -207,12 +207,21 @@ def _working_root(data_root: Path, spec: DatasetSpec) -> Path:
     work = cache_dir() / "processed" / key
     dst = _dataset_dir(work, spec) / "raw"
     dst.mkdir(parents=True, exist_ok=True)
+    copied = False
     for f in spec.raw_files:
         src, out = raw / f, dst / f
-        if not out.is_file() or out.stat().st_size != src.stat().st_size:
+        s = src.stat()
+        if not out.is_file() or (out.stat().st_size, out.stat().st_mtime_ns) != (
+            s.st_size, s.st_mtime_ns
+        ):
             tmp = out.with_suffix(out.suffix + ".tmp")
             shutil.copyfile(src, tmp)
+            os.utime(tmp, ns=(s.st_atime_ns, s.st_mtime_ns))  # the copy records its source
             os.replace(tmp, out)
+            copied = True
+    if copied:
+        # PyG reuses processed/ whenever it exists: new raw files must not meet stale results.
+        shutil.rmtree(_dataset_dir(work, spec) / "processed", ignore_errors=True)
     return work
 
 
@@ -266,7 +275,7 @@ def random_split(
     """Random node split for multi-label graphs, where per-class stratification is undefined."""
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=gen)
-    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
+    n_train, n_val = round(fractions[0] * n), round(fractions[1] * n)
     masks = [torch.zeros(n, dtype=torch.bool) for _ in range(3)]
     masks[0][perm[:n_train]] = True
     masks[1][perm[n_train : n_train + n_val]] = True
@@ -411,7 +420,7 @@ def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
     present = [k for k in _NPZ_MASKS if k in arrays]
     if present and len(present) != 3:
         raise DataError(f"{p}: give all three masks or none; found only {', '.join(present)}")
-    info: dict = {"source": str(p), "split_seed": None}
+    info: dict = {"source": str(p.resolve()), "split_seed": None}
     if present:
         masks = []
         for k in _NPZ_MASKS:

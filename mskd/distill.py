@@ -29,7 +29,15 @@ from .attention import MODES as ATTENTION_MODES
 from .attention import teacher_weights
 from .config import ConfigError, DistillConfig, RunConfig, TrainConfig
 from .data import GraphDataset
-from .losses import at_loss, fitnet_loss, kd_loss, lsp_loss
+from .losses import (
+    at_loss,
+    edge_log_structure,
+    fitnet_loss,
+    kd_loss,
+    local_structure,
+    lsp_loss,
+    structure_kl,
+)
 from .models import GNN, count_parameters
 from .runs import save_checkpoint
 from .teachers import TrainedModel, checkpoint_payload
@@ -110,44 +118,70 @@ def matched_layers(n_student_layers: int, n_teachers: int, given: Sequence[int] 
     return [math.ceil((k + 1) * n_student_layers / n_teachers) - 1 for k in range(n_teachers)]
 
 
-class TeacherOutputs:
-    """Logits and last hidden layer of every frozen teacher, per training graph.
+@dataclass
+class TeacherView:
+    """One teacher's outputs on the nodes of a step's graph."""
 
-    Cached once (teachers are frozen and in eval mode, so their outputs never change) unless
-    ``cache=False``, in which case each request re-runs the teachers on the step's graph.
+    logits: Tensor  # [N, C]
+    hidden: Tensor  # [N, W], the teacher's last hidden layer
+    # LSP target, when cached: edge index with one self loop per node and the teacher's log
+    # distribution over each node's in-edges, aligned with it.
+    edge_index: Tensor | None = None
+    log_p: Tensor | None = None
+
+
+class TeacherOutputs:
+    """Outputs of every frozen teacher, per training graph.
+
+    Teachers are frozen and in eval mode, so their logits, hidden layers and even their LSP target
+    distributions are constants of the graph: they are computed once here (``cache=True``) and
+    gathered per step. ``cache=False`` re-runs the teachers on every step's graph instead, which
+    gives the same loss values and exists for comparison and for inputs that change per step.
     """
 
-    def __init__(self, teachers: Sequence[TrainedModel], graphs: Sequence, cache: bool = True):
+    def __init__(self, teachers: Sequence[TrainedModel], graphs: Sequence, cache: bool = True,
+                 kernel: str | None = None) -> None:
         self.models = [t.model for t in teachers]
         for m in self.models:
             m.eval()
         self.cache = cache
-        self._store: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self.kernel = kernel
+        self._store: dict[int, list[TeacherView]] = {}
         if cache:
             for g in graphs:
-                self._store[int(g.gid)] = self._run(g.x, g.edge_index)
+                self._store[int(g.gid)] = self._run(g.x, g.edge_index, structure=True)
 
     @torch.no_grad()
-    def _run(self, x: Tensor, edge_index: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def _run(self, x: Tensor, edge_index: Tensor, structure: bool) -> list[TeacherView]:
         out = []
         for m in self.models:
             z, h = m(x, edge_index)
-            out.append((z, h[-1]))
+            view = TeacherView(z, h[-1])
+            if structure and self.kernel:
+                view.edge_index, view.log_p = local_structure(h[-1], edge_index, self.kernel)
+            out.append(view)
         return out
 
-    def __call__(self, g) -> list[tuple[Tensor, Tensor]]:
-        """Per teacher ``(logits [N, C], hidden [N, W])`` for the nodes of step graph ``g``."""
+    def __call__(self, g) -> list[TeacherView]:
+        """Per teacher, its outputs on the nodes of step graph ``g``."""
         if not self.cache:
-            return self._run(g.x, g.edge_index)
+            return self._run(g.x, g.edge_index, structure=False)
         gids = g.gid.tolist() if isinstance(g.gid, Tensor) else [int(g.gid)]
         if len(gids) == 1:
             return self._store[gids[0]]
-        # A batch concatenates its graphs' nodes in the order of ``gid``.
+        # A batch concatenates its graphs' nodes (and edges) in the order of ``gid``.
         parts = [self._store[i] for i in gids]
-        return [
-            (torch.cat([p[k][0] for p in parts]), torch.cat([p[k][1] for p in parts]))
-            for k in range(len(self.models))
-        ]
+        offsets = torch.tensor([0] + [p[0].logits.shape[0] for p in parts[:-1]]).cumsum(0).tolist()
+        views = []
+        for k in range(len(self.models)):
+            view = TeacherView(torch.cat([p[k].logits for p in parts]),
+                               torch.cat([p[k].hidden for p in parts]))
+            if parts[0][k].log_p is not None:
+                view.edge_index = torch.cat(
+                    [p[k].edge_index + off for p, off in zip(parts, offsets)], dim=1)
+                view.log_p = torch.cat([p[k].log_p for p in parts])
+            views.append(view)
+        return views
 
 
 class Objective:
@@ -170,13 +204,14 @@ class Objective:
         else:
             self.teachers, self.layers = [], []
         self.attention = self.method.attention or cfg.attention
-        self.outputs = (TeacherOutputs(self.teachers, data.splits["train"], teacher_cache)
+        kernel = cfg.kernel if self.method.structure == "lsp" else None
+        self.outputs = (TeacherOutputs(self.teachers, data.splits["train"], teacher_cache, kernel)
                         if self.teachers else None)
         self.extra_modules: list[nn.Module] = []
         if self.method.structure == "fitnet":
             self.proj = nn.Linear(student.cfg.width, self.teachers[0].cfg.width)
             self.extra_modules.append(self.proj)
-        self._step_cache: tuple[Step, list[tuple[Tensor, Tensor]], Tensor] | None = None
+        self._step_cache: tuple[Step, list[TeacherView], Tensor] | None = None
         self._frozen_weights: Tensor | None = None
         self.attention_log: list[Tensor] = []
 
@@ -203,7 +238,7 @@ class Objective:
 
     # -- per-step shared state ---------------------------------------------------------------
 
-    def _weights(self, step: Step, outs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    def _weights(self, step: Step, outs: list[TeacherView]) -> Tensor:
         """[N, K] per-node weights (every mode is broadcast to this shape)."""
         n, k = step.logits.shape[0], len(outs)
         if self.sequential:
@@ -216,7 +251,7 @@ class Objective:
             return torch.ones(n, 1, device=step.logits.device)
         if self.attention == "global" and self.cfg.faithful:
             return self._global_once(step, outs).expand(n, k)
-        a = teacher_weights(step.logits, [z for z, _ in outs], mode=self.attention,
+        a = teacher_weights(step.logits, [o.logits for o in outs], mode=self.attention,
                             tau=self.cfg.tau, lam=self.cfg.lam)
         return a if a.ndim == 2 else a.expand(n, k)
 
@@ -224,12 +259,12 @@ class Objective:
         # The authors compute the global weights once, from the untrained student.
         if self._frozen_weights is None:
             self._frozen_weights = teacher_weights(
-                step.logits, [z for z, _ in outs], mode="global", tau=self.cfg.tau,
+                step.logits, [o.logits for o in outs], mode="global", tau=self.cfg.tau,
                 lam=self.cfg.lam,
             ).detach()
         return self._frozen_weights
 
-    def _shared(self, step: Step) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    def _shared(self, step: Step) -> tuple[list[TeacherView], Tensor]:
         # Holding the step itself (not its id) keeps the key unique until the next step.
         if self._step_cache is None or self._step_cache[0] is not step:
             outs = self.outputs(step.graph)
@@ -242,28 +277,32 @@ class Objective:
 
     def _structure(self, step: Step) -> Tensor:
         outs, w = self._shared(step)
-        total = step.logits.new_zeros(step.logits.shape[0])
-        for k, ((_, h_t), layer) in enumerate(zip(outs, self.layers)):
+        n = step.logits.shape[0]
+        total = step.logits.new_zeros(n)
+        for k, (view, layer) in enumerate(zip(outs, self.layers)):
             if not bool((w[:, k] != 0).any()):
                 continue
             h_s = step.hidden[layer]
-            if self.method.structure == "lsp":
-                per_node = lsp_loss(h_s, h_t, step.graph.edge_index, kernel=self.cfg.kernel,
-                                    reduction="none")
+            if self.method.structure == "lsp" and view.log_p is not None:
+                log_p_s = edge_log_structure(h_s, view.edge_index, self.cfg.kernel)
+                per_node = structure_kl(view.log_p, log_p_s, view.edge_index, n, reduction="none")
+            elif self.method.structure == "lsp":
+                per_node = lsp_loss(h_s, view.hidden, step.graph.edge_index,
+                                    kernel=self.cfg.kernel, reduction="none")
             elif self.method.structure == "fitnet":
-                per_node = fitnet_loss(h_s, h_t, proj=self.proj, reduction="none")
+                per_node = fitnet_loss(h_s, view.hidden, proj=self.proj, reduction="none")
             else:
-                per_node = at_loss(h_s, h_t, reduction="none")
+                per_node = at_loss(h_s, view.hidden, reduction="none")
             total = total + w[:, k] * per_node
         return total.mean()
 
     def _logits(self, step: Step) -> Tensor:
         outs, w = self._shared(step)
         total = step.logits.new_zeros(step.logits.shape[0])
-        for k, (z_t, _) in enumerate(outs):
+        for k, view in enumerate(outs):
             if not bool((w[:, k] != 0).any()):
                 continue
-            per_node = kd_loss(step.logits, z_t, T=self.cfg.temperature,
+            per_node = kd_loss(step.logits, view.logits, T=self.cfg.temperature,
                                multilabel=self.multilabel, reduction="none")
             total = total + w[:, k] * per_node
         return total.mean()
@@ -309,6 +348,9 @@ def train_student(
         "attention": objective.attention if objective.teachers else None,
         "mean_attention": objective.mean_attention(),
         "settings": dataclasses.asdict(cfg),
+        # Per-epoch mean of every loss term and the validation score: the loss curve.
+        "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in h.items()}
+                    for h in result.history],
     }
     path = out_dir / f"student-{cfg.method}.pt"
     save_checkpoint(path, checkpoint_payload("student", student, data, train_cfg, run.seed,

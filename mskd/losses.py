@@ -217,6 +217,27 @@ def _log_structure(h: Tensor, edge_index: Tensor, kernel: Kernel, params: Kernel
     return segment_log_softmax(kernel(h[src], h[dst], params), dst, h.size(0))
 
 
+def edge_log_structure(
+    h: Tensor,
+    edge_index: Tensor,
+    kernel: str | Kernel = "l1",
+    *,
+    scale: float = 100.0,
+    sigma: float = 1.0,
+    c: float = 1.0,
+    d: int = 2,
+) -> Tensor:
+    """:func:`local_structure`'s log-probabilities on an edge index that already holds exactly one
+    self loop per node (as :func:`local_structure` returns it), keeping its edge order; used to
+    line a student's structure up with a cached teacher structure.
+
+    Shapes:
+        h: [N, F], edge_index: [2, E] -> [E]
+    """
+    _check_2d("h", h)
+    return _log_structure(h, edge_index, _resolve_kernel(kernel), _kernel_params(scale, sigma, c, d))
+
+
 def local_structure(
     h: Tensor,
     edge_index: Tensor,

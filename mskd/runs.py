@@ -28,8 +28,8 @@ def default_run_dir(dataset: str, root: str | os.PathLike = "runs") -> Path:
 def ensure_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise RunDirError(f"cannot write to output directory {path}: {e.strerror or e}") from None
     return path

@@ -60,6 +60,8 @@ def checkpoint_payload(
         "in_channels": model.in_channels,
         "out_channels": model.out_channels,
         "dataset": data.name,
+        # Where the graph came from: lets `mskd evaluate` find a user's .npz graph again.
+        "data_source": data.info.get("source"),
         "task": data.task,
         "fingerprint": data.fingerprint(),
         "split_seed": data.info.get("split_seed"),

@@ -1,0 +1,39 @@
+"""Mean +- std over seeds of the results.json files under ROOT/seed*/<method>/ (Markdown)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def main(root: str) -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(Path(root).glob("seed*/*/results.json"))]
+    if not runs:
+        sys.exit(f"no results under {root}")
+    rows: dict[str, dict[str, list]] = {}
+    for r in runs:
+        for t in r["teachers"]:
+            d = rows.setdefault(t["name"], {"params": t["params"], "val": {}, "test": {}})
+            seed = r["config"]["seed"]
+            d["val"][seed], d["test"][seed] = t["val"], t["test"]
+        s = r["student"]
+        d = rows.setdefault(f"student {s['method']}", {"params": s["params"], "val": {}, "test": {}})
+        d["val"][r["config"]["seed"]], d["test"][r["config"]["seed"]] = s["val"], s["test"]
+
+    def ms(xs: dict) -> str:
+        v = [100 * x for x in xs.values()]
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        return f"{statistics.mean(v):.2f} ± {sd:.2f}"
+
+    metric = runs[0]["metric"]
+    print(f"| model | params | val {metric} (%) | test {metric} (%) | seeds |")
+    print("|---|---:|---:|---:|---|")
+    for name, d in rows.items():
+        seeds = ",".join(str(s) for s in sorted(d["test"]))
+        print(f"| {name} | {d['params']:,} | {ms(d['val'])} | {ms(d['test'])} | {seeds} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
