@@ -96,7 +96,9 @@ class DistillConfig:
     gamma: float = 1.0  # weight of the logit-KD term
     temperature: float = 2.0
     attention: str = "node"
-    tau: float = 1.0  # temperature of the node-wise teacher attention softmax
+    # Temperature of the node-wise teacher attention softmax. 0.1 from a validation check on Cora
+    # seed 0 (val acc 0.826 / 0.828 / 0.832 for tau 1 / 0.1 / 0.02: all within noise; docs/results.md).
+    tau: float = 0.1
     lam: float = 7.0  # lambda of the authors' global attention
     schedule: str = "joint"
     kernel: str = "l1"

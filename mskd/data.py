@@ -397,6 +397,8 @@ def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
             f"{p}: edge_index refers to node {int(ei.max() if ei.max() >= n else ei.min())}, "
             f"outside 0..{n - 1}"
         )
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise DataError(f"{p}: y must have shape [N] or [N, C] with C > 0, got {list(y.shape)}")
     if y.shape[0] != n:
         raise DataError(f"{p}: y has {y.shape[0]} rows but x has {n} nodes")
     if y.ndim == 1:
@@ -409,14 +411,12 @@ def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
         if num_classes < 2:
             raise DataError(f"{p}: y has a single class; at least 2 are needed")
         yt = torch.from_numpy(y.astype(np.int64))
-    elif y.ndim == 2:
+    else:
         task = MULTI
         if not np.isin(y, (0, 1)).all():
             raise DataError(f"{p}: multi-label y must contain only 0 and 1")
         num_classes = y.shape[1]
         yt = torch.from_numpy(y.astype(np.float32))
-    else:
-        raise DataError(f"{p}: y must have shape [N] or [N, C], got {list(y.shape)}")
     present = [k for k in _NPZ_MASKS if k in arrays]
     if present and len(present) != 3:
         raise DataError(f"{p}: give all three masks or none; found only {', '.join(present)}")
