@@ -306,6 +306,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .teachers import check_compatible, model_from_checkpoint
     from .train import evaluate_split, resolve_device
 
+    if args.json and Path(args.json).exists():
+        raise CliError(f"{args.json} exists; choose a new file for --json (nothing is overwritten)")
     device = resolve_device(args.device)
     rows, loaded = [], {}
     for path in _checkpoint_paths(args):

@@ -14,9 +14,11 @@ is never written to: its raw files are copied into ``<cache>/processed`` and pro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,23 +106,33 @@ class GraphDataset:
     splits: dict[str, list[Data]]
     transductive: bool
     info: dict = field(default_factory=dict)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def multilabel(self) -> bool:
         return self.task == MULTI
 
     def fingerprint(self) -> str:
-        """Identity of the graphs, node order, labels and splits (cheap: no feature bytes)."""
-        h = hashlib.sha256(f"{self.name}|{self.task}|{self.num_features}|{self.num_classes}".encode())
-        for split in ("train", "val", "test"):
-            for g in self.splits[split]:
-                h.update(f"{split}|{g.num_nodes}|{tuple(g.x.shape)}|".encode())
-                for t in (g.edge_index, g.y, g.mask):
-                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
-                # A checksum of the features catches a changed node order or preprocessing
-                # without hashing hundreds of MB.
-                h.update(np.float64(g.x.double().sum().item()).tobytes())
-        return h.hexdigest()[:16]
+        """Identity of the graphs, node order, labels and splits (computed once per dataset)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(
+                f"{self.name}|{self.task}|{self.num_features}|{self.num_classes}".encode()
+            )
+            sums: dict[int, float] = {}
+            for split in ("train", "val", "test"):
+                for g in self.splits[split]:
+                    h.update(f"{split}|{g.num_nodes}|{tuple(g.x.shape)}|".encode())
+                    for t in (g.edge_index, g.y, g.mask):
+                        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+                    # A weighted checksum of the features catches a changed node order or
+                    # preprocessing without hashing hundreds of MB; transductive splits share x,
+                    # so it is computed once per tensor.
+                    if id(g.x) not in sums:
+                        w = torch.arange(1, g.x.shape[0] + 1, dtype=g.x.dtype, device=g.x.device)
+                        sums[id(g.x)] = float((w @ g.x).double().sum())
+                    h.update(np.float64(sums[id(g.x)]).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def to(self, device: torch.device | str) -> GraphDataset:
         moved: dict[int, Tensor] = {}
@@ -139,9 +151,10 @@ class GraphDataset:
             ]
             for split, graphs in self.splits.items()
         }
+        # The fingerprint is of the data, not of where it lives: carry it over unchanged.
         return GraphDataset(
             self.name, self.task, self.num_features, self.num_classes, splits,
-            self.transductive, dict(self.info),
+            self.transductive, dict(self.info), self.fingerprint(),
         )
 
     def summary(self) -> str:
@@ -312,7 +325,9 @@ def load_dataset(
     root = resolve_data_root(data_root)
     work = _working_root(root, spec)
     try:
-        parts = _load_pyg(spec, work)
+        # PyG announces processing on stdout; stdout is reserved for mskd's tables.
+        with contextlib.redirect_stdout(sys.stderr):
+            parts = _load_pyg(spec, work)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - download/parse failures all mean "data unusable"
@@ -408,6 +423,15 @@ def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
         if y.min() < 0:
             raise DataError(f"{p}: labels out of range: found {int(y.min())}, must be >= 0")
         num_classes = int(y.max()) + 1
+        present = np.unique(y)
+        if present.size < num_classes:
+            # Gaps would silently become classes no node has (and a stray huge id a huge model).
+            # ``present`` is sorted: the first gap is the first position whose value differs.
+            gap = int(np.flatnonzero(present != np.arange(present.size))[0])
+            raise DataError(
+                f"{p}: labels out of range: classes must be numbered 0..C-1 without gaps; "
+                f"max label {num_classes - 1} but no node has class {gap}"
+            )
         if num_classes < 2:
             raise DataError(f"{p}: y has a single class; at least 2 are needed")
         yt = torch.from_numpy(y.astype(np.int64))

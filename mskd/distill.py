@@ -30,6 +30,7 @@ from .attention import teacher_weights
 from .config import ConfigError, DistillConfig, RunConfig, TrainConfig
 from .data import GraphDataset
 from .losses import (
+    KERNELS,
     at_loss,
     edge_log_structure,
     fitnet_loss,
@@ -82,6 +83,8 @@ def validate(cfg: DistillConfig, n_student_layers: int, teacher_depths: Sequence
         raise ConfigError(
             f"unknown attention {cfg.attention!r}; valid: {', '.join(ATTENTION_MODES)}"
         )
+    if cfg.kernel not in KERNELS:
+        raise ConfigError(f"unknown kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
     if cfg.temperature <= 0 or cfg.tau <= 0:

@@ -272,3 +272,19 @@ def test_subprocess_error_exit_code_and_no_traceback(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"mskd: error: graph file not found: {missing}"
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_json_never_overwrites(finished_run, capsys) -> None:
+    _, out = finished_run
+    target = out / "results.json"
+    before = target.read_bytes()
+    msg = _fail(capsys, ["evaluate", "--run", str(out), "--device", "cpu", "--json", str(target)])
+    assert "exists" in msg and "nothing is overwritten" in msg
+    assert target.read_bytes() == before
+
+
+def test_unknown_kernel_is_refused_before_training(tiny_npz, capsys, tmp_path) -> None:
+    out = tmp_path / "never"
+    msg = _fail(capsys, ["run", "--dataset", str(tiny_npz), "--kernel", "bogus", "--out", str(out)])
+    assert "unknown kernel 'bogus'; valid: l1" in msg
+    assert not out.exists()

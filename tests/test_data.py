@@ -213,6 +213,14 @@ def test_npz_negative_labels(tiny_graph, write_npz) -> None:
     assert "labels out of range: found -2" in _err(write_npz({**tiny_graph, "y": y}))
 
 
+def test_npz_labels_with_gaps(tiny_graph, write_npz) -> None:
+    # A stray huge class id would otherwise build a model with that many outputs.
+    y = tiny_graph["y"].copy()
+    y[0] = 10**9
+    msg = _err(write_npz({**tiny_graph, "y": y}))
+    assert "labels out of range" in msg and "max label 1000000000" in msg
+
+
 def test_npz_mask_wrong_length(tiny_graph, write_npz) -> None:
     masks = _masks(180, 60, 60)
     masks["test_mask"] = masks["test_mask"][:-1]
@@ -365,6 +373,33 @@ def test_cora_public_split_without_writing_shared(shared_data) -> None:
     # Row-normalised bag-of-words features.
     torch.testing.assert_close(g.x.sum(dim=1), torch.ones(2708))
     assert ds.info["split_seed"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "nodes", "edges", "features", "classes"),
+    [
+        ("citeseer", 3327, 9104, 3703, 6),
+        ("amazon-computers", 13752, 491722, 767, 10),
+        ("amazon-photo", 7650, 238162, 745, 8),
+        ("coauthor-cs", 18333, 163788, 6805, 15),
+        ("coauthor-physics", 34493, 495924, 8415, 5),
+    ],
+)
+def test_every_offline_dataset_loads(shared_data, name, nodes, edges, features, classes) -> None:
+    # Statistics from shared/data/README.md (equal to PyG's documentation).
+    folder = shared_data / ("Planetoid" if name == "citeseer" else name.split("-")[0].capitalize())
+    before = tree_snapshot(folder)
+    ds = load_dataset(name, shared_data, split_seed=3)
+    assert tree_snapshot(folder) == before
+    g = ds.splits["train"][0]
+    assert (g.num_nodes, g.edge_index.shape[1], ds.num_features, ds.num_classes) == (
+        nodes, edges, features, classes)
+    if name != "citeseer":
+        per_class = [torch.bincount(g.y[ds.splits[s][0].mask], minlength=classes).tolist()
+                     for s in ("train", "val")]
+        assert per_class == [[20] * classes, [30] * classes]
+        assert ds.info["split_seed"] == 3
 
 
 # --- fingerprint ---------------------------------------------------------------------------------
