@@ -27,10 +27,15 @@ def main(root: str) -> None:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         return f"{statistics.mean(v):.2f} ± {sd:.2f}"
 
+    from mskd.distill import METHODS
+
+    order = [*sorted(k for k in rows if k.startswith("teacher")),
+             *(f"student {m}" for m in METHODS if f"student {m}" in rows)]
     metric = runs[0]["metric"]
     print(f"| model | params | val {metric} (%) | test {metric} (%) | seeds |")
     print("|---|---:|---:|---:|---|")
-    for name, d in rows.items():
+    for name in order:
+        d = rows[name]
         seeds = ",".join(str(s) for s in sorted(d["test"]))
         print(f"| {name} | {d['params']:,} | {ms(d['val'])} | {ms(d['test'])} | {seeds} |")
 

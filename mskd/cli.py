@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig, preset, with_depths
 from .data import DATASETS, DataError, canonical_name, load_dataset
+from .distill import METHODS
 from .runs import (
     CheckpointError,
     RunDirError,
@@ -21,6 +22,7 @@ from .runs import (
     ensure_dir,
     load_checkpoint,
     write_json,
+    write_text,
 )
 
 EXIT_USAGE = 2
@@ -50,12 +52,13 @@ def _log(quiet: bool):
 # --- arguments ---------------------------------------------------------------------------------
 
 
-def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora") -> None:
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora",
+                   default_help: str = "the one stored in the checkpoint") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default,
                    help="dataset name (cora, citeseer, pubmed, ppi, amazon-computers, "
                         "amazon-photo, coauthor-cs, coauthor-physics) or a PATH.npz of your own "
-                        f"graph (default: {default or 'the one stored in the checkpoint'})")
+                        f"graph (default: {default or default_help})")
     g.add_argument("--data-root", default=None,
                    help="folder holding PyG dataset folders (Planetoid/, Amazon/, ...); default "
                         "$MSKD_DATA_ROOT, else ~/.cache/mskd/data")
@@ -74,6 +77,10 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed of the run (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    _add_training_args(p)
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("training (override the dataset preset)")
     t.add_argument("--epochs", type=int, default=None,
                    help="maximum epochs for teachers and student")
@@ -86,11 +93,16 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
                    help="architecture of teachers and student (default gat)")
 
 
-def _add_distill_args(p: argparse.ArgumentParser, default_method: str) -> None:
+def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) -> None:
+    """Distillation flags; ``default_method=None`` leaves out ``--method`` (commands that run
+    several methods take ``--methods`` instead)."""
     g = p.add_argument_group("distillation")
-    g.add_argument("--method", default=default_method,
-                   help="none | kd | fitnet | at | lsp | uniform | mskd "
-                        f"(default {default_method})")
+    if default_method is None:
+        p.set_defaults(method="mskd")
+    else:
+        g.add_argument("--method", default=default_method,
+                       help="none | kd | fitnet | at | lsp | uniform | mskd "
+                            f"(default {default_method})")
     g.add_argument("--attention", default=None,
                    help="teacher weights: node (per-node cosine softmax, default), global "
                         "(the authors' one weight per teacher), uniform")
@@ -114,6 +126,24 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str) -> None:
                         "once, LSP only (no logit KD); see docs/faithful.md")
     g.add_argument("--no-teacher-cache", action="store_true",
                    help="re-run the frozen teachers every step instead of caching their outputs")
+
+
+def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
+                      methods_default: str | None) -> None:
+    g = p.add_argument_group("comparison")
+    g.add_argument("--out", default=None,
+                   help="comparison directory (default runs/<dataset>/compare); rerunning with "
+                        "the same --out and flags resumes it")
+    g.add_argument("--seeds", default=seeds_default, metavar="SEEDS",
+                   help="seeds as a range 0-4 or a list 0,2,5 (default "
+                        f"{seeds_default or 'those of the comparison; 0-4 for a new one'})")
+    g.add_argument("--methods", default=methods_default, metavar="M1,M2,...",
+                   help=f"student methods, from {', '.join(METHODS)} (default "
+                        f"{methods_default or 'those of the comparison; all for a new one'})")
+    g.add_argument("--device", default="auto",
+                   help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.set_defaults(seed=0)  # one cell per seed of --seeds; resolve_config needs a base seed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +178,53 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common_args(p)
     p.set_defaults(func=cmd_teachers)
+
+    p = sub.add_parser("compare", help="teachers and student methods over several seeds: "
+                                       "mean +- std table",
+                       description="Train the teachers once per seed (reusing cached ones) and "
+                                   "every requested student method; write OUT/compare.json, "
+                                   "compare.csv and compare.md (mean +- sample std over seeds). "
+                                   "Rerunning the same command resumes: finished cells "
+                                   "(OUT/seed<k>/<method>/results.json) are loaded, not "
+                                   "recomputed.")
+    _add_data_args(p)
+    _add_compare_args(p, seeds_default="0-4", methods_default=",".join(METHODS))
+    p.add_argument("--plot", action="store_true",
+                   help="also draw OUT/compare.png (needs matplotlib)")
+    _add_training_args(p)
+    _add_distill_args(p, None)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("degree", help="test metric by node in-degree bucket, per teacher and "
+                                      "student method, and the mskd attention per bucket",
+                       description="The paper's motivating analysis: test nodes in quantile "
+                                   "buckets of in-degree; each teacher's and student method's "
+                                   "metric per bucket, and the mean post-training node attention "
+                                   "the mskd student gives each teacher. With --run DIR, uses "
+                                   "the checkpoints of a finished `mskd compare` (no training); "
+                                   "otherwise runs (or resumes) the comparison first. Writes "
+                                   "OUT/degree.json, degree.md and degree.png.")
+    _add_data_args(p, default=None, default_help="required unless --run is given")
+    p.add_argument("--run", default=None, metavar="DIR",
+                   help="a finished `mskd compare` directory: analyse its checkpoints, train "
+                        "nothing (its dataset and settings are used; --data-root still applies)")
+    _add_compare_args(p, seeds_default=None, methods_default=None)
+    p.add_argument("--buckets", type=int, default=4,
+                   help="number of in-degree quantile buckets (default 4; fewer when degrees tie)")
+    p.add_argument("--no-plot", action="store_true", help="skip degree.png (no matplotlib needed)")
+    _add_training_args(p)
+    _add_distill_args(p, None)
+    p.set_defaults(func=cmd_degree)
+
+    p = sub.add_parser("plot", help="redraw a plot from a saved compare.json or degree.json",
+                       description="Redraw the PNG of a saved compare.json (bar chart, error "
+                                   "bars = std over seeds) or degree.json (metric per degree "
+                                   "bucket, attention per bucket) without retraining.")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE",
+                   help="compare.json or degree.json written by mskd compare / mskd degree")
+    p.add_argument("--out", default=None, metavar="PNG",
+                   help="where to write the PNG (default: next to FILE, same name, .png)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("evaluate", help="score saved checkpoints",
                        description="Score teacher/student checkpoints on their dataset's "
@@ -275,6 +352,97 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                            details["mean_attention"]))
         print(f"mean teacher weights: {weights}")
     print(f"results in {out / 'results.json'}")
+    return 0
+
+
+def _compare_out(args: argparse.Namespace, dataset_name: str) -> Path:
+    # A fixed default (not a timestamp), so running the same command again resumes it.
+    return ensure_dir(Path(args.out) if args.out else Path("runs") / dataset_name / "compare")
+
+
+def _compare(args: argparse.Namespace, seeds_text: str, methods_text: str, want_plot: bool):
+    """Parse, validate, load and run (or resume) a comparison; (record, out, config, data)."""
+    from .compare import parse_methods, parse_seeds, run_compare, validate_methods
+    from .plots import require_matplotlib
+    from .train import resolve_device
+
+    seeds, methods = parse_seeds(seeds_text), parse_methods(methods_text)
+    cfg = resolve_config(args)
+    validate_methods(cfg, methods)
+    if want_plot:
+        require_matplotlib()  # fail now, not after hours of training
+    device = resolve_device(args.device)
+    data = _load(args, cfg)
+    out = _compare_out(args, data.name)
+    rec = run_compare(cfg, data, seeds, methods, out, device, args.quiet, _log(args.quiet),
+                      teacher_cache=not args.no_teacher_cache)
+    return rec, out, cfg, data, methods, device
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report import compare_markdown
+
+    rec, out, *_ = _compare(args, args.seeds, args.methods, args.plot)
+    print(compare_markdown(rec["rows"], rec["metric"], rec["seeds"]), end="")
+    if args.plot:
+        from .plots import plot_compare
+        plot_compare(rec, out / "compare.png")
+    print(f"results in {out / 'compare.json'} (also compare.csv, compare.md"
+          f"{', compare.png' if args.plot else ''})")
+    return 0
+
+
+def cmd_degree(args: argparse.Namespace) -> int:
+    from .compare import (
+        degree_analysis,
+        degree_markdown,
+        existing_seeds_methods,
+        load_settings,
+        parse_methods,
+        parse_seeds,
+    )
+    from .plots import plot_degree, require_matplotlib
+    from .train import resolve_device
+
+    if args.buckets < 1:
+        raise CliError(f"--buckets must be >= 1, got {args.buckets}")
+    log = _log(args.quiet)
+    if args.run:
+        out = Path(args.run)
+        if not out.is_dir():
+            raise CliError(f"comparison directory not found: {out}")
+        cfg = RunConfig.from_dict(load_settings(out)["config"])
+        seeds, methods = existing_seeds_methods(out)
+        seeds = parse_seeds(args.seeds) if args.seeds else seeds
+        methods = parse_methods(args.methods) if args.methods else methods
+        if not args.no_plot:
+            require_matplotlib()
+        device = resolve_device(args.device)
+        data = load_dataset(cfg.dataset, args.data_root, split_seed=cfg.split_seed)
+        log(data.summary())
+    else:
+        if args.dataset is None:
+            raise CliError("give --dataset (train or resume a comparison) or --run DIR")
+        _, out, cfg, data, methods, device = _compare(
+            args, args.seeds or "0-4", args.methods or ",".join(METHODS), not args.no_plot)
+        seeds = parse_seeds(args.seeds or "0-4")
+    rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log)
+    write_json(out / "degree.json", rec)
+    md = degree_markdown(rec)
+    write_text(out / "degree.md", md)
+    print(md, end="")
+    if not args.no_plot:
+        plot_degree(rec, out / "degree.png")
+    print(f"results in {out / 'degree.json'} (also degree.md"
+          f"{', degree.png' if not args.no_plot else ''})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_from
+
+    path = plot_from(Path(args.source), Path(args.out) if args.out else None)
+    print(f"plot in {path}")
     return 0
 
 

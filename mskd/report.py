@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import platform
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -69,3 +72,106 @@ def format_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
     return "\n".join(lines)
+
+
+# --- multi-seed comparison: aggregation and tables ------------------------------------------------
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and *sample* standard deviation (n - 1 in the denominator; 0 for a single value)."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate_rows(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model over seeds, from per-seed cell rows.
+
+    Each cell row holds ``name``, ``kind`` ("teacher" | "student"), ``method``, ``layers``,
+    ``params``, ``val``, ``test``, ``train_s``, ``infer_s`` (and its ``seed``). Rows come out
+    teachers first (by layers), then students in the order their names first appear.
+    Scores get mean and sample std; times and params are averaged.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        groups.setdefault(c["name"], []).append(c)
+    teachers = sorted((g for g in groups.values() if g[0]["kind"] == "teacher"),
+                      key=lambda g: g[0]["layers"])
+    students = [g for g in groups.values() if g[0]["kind"] != "teacher"]
+    rows = []
+    for g in [*teachers, *students]:
+        first = g[0]
+        val_mean, val_std = mean_std([c["val"] for c in g])
+        test_mean, test_std = mean_std([c["test"] for c in g])
+        rows.append({
+            "name": first["name"], "kind": first["kind"], "method": first.get("method"),
+            "layers": first["layers"], "params": round(mean_std([c["params"] for c in g])[0]),
+            "val_mean": val_mean, "val_std": val_std, "test_mean": test_mean, "test_std": test_std,
+            "train_s": mean_std([c["train_s"] for c in g])[0],
+            "infer_s": mean_std([c["infer_s"] for c in g])[0],
+        })
+    return rows
+
+
+def _pm(mean: float, std: float, sep: str) -> str:
+    return f"{mean:.4f} {sep} {std:.4f}"
+
+
+def _compare_cells(rows: Sequence[dict[str, Any]], sep: str) -> list[list[str]]:
+    return [
+        [r["name"], r["kind"], str(r["layers"]), f"{r['params']:,}",
+         _pm(r["val_mean"], r["val_std"], sep), _pm(r["test_mean"], r["test_std"], sep),
+         f"{r['train_s']:.1f}", f"{r['infer_s'] * 1000:.2f}"]
+        for r in rows
+    ]
+
+
+def _compare_header(metric: str) -> list[str]:
+    return ["model", "kind", "layers", "params", f"val {metric}", f"test {metric}",
+            "train s", "infer ms"]
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]],
+                   right: Sequence[bool] | None = None) -> str:
+    """A GitHub Markdown table; ``right[i]`` right-aligns column i (numbers)."""
+    right = right or [False] * len(header)
+    esc = [[c.replace("|", "\\|") for c in row] for row in [list(header), *map(list, body)]]
+    widths = [max(3, *(len(row[i]) for row in esc)) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w)
+                                 for c, w, r in zip(row, widths, right)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2))
+                          for w, r in zip(widths, right)) + "|"
+    return "\n".join([line(esc[0]), rule, *(line(row) for row in esc[1:])])
+
+
+def compare_markdown(rows: Sequence[dict[str, Any]], metric: str, seeds: Sequence[int]) -> str:
+    """Markdown table of :func:`aggregate_rows` output: mean ± sample std over ``seeds``."""
+    body = _compare_cells(rows, "±")
+    table = markdown_table(_compare_header(metric), body,
+                           right=[False, False, True, True, True, True, True, True])
+    note = (f"mean ± sample std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
+            "test scores at the validation-best epoch; infer ms = median full-graph eval-mode "
+            "forward over the test graphs")
+    return f"{table}\n\n{note}\n"
+
+
+COMPARE_CSV_FIELDS = ("name", "kind", "method", "layers", "params", "val_mean", "val_std",
+                      "test_mean", "test_std", "train_s", "infer_s")
+
+
+def compare_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV of :func:`aggregate_rows` output, one column per field, full precision."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COMPARE_CSV_FIELDS, extrasaction="ignore",
+                       lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COMPARE_CSV_FIELDS})
+    return buf.getvalue()

@@ -63,6 +63,10 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     _atomic(path, lambda f: torch.save(payload, f))
 

@@ -1,0 +1,450 @@
+"""Multi-seed comparison of teachers and student methods, and the accuracy-by-degree analysis.
+
+Layout of a comparison directory ``OUT``::
+
+    OUT/compare-config.json           settings every cell was run with (checked on resume)
+    OUT/seed<k>/teachers/teacher-L.pt the seed's teachers (reused by every method of the seed)
+    OUT/seed<k>/teachers.json         the teachers' cell: scores, times (written last)
+    OUT/seed<k>/<method>/results.json one student cell (written last, atomically)
+    OUT/compare.{json,csv,md}         the aggregate over seeds
+
+A cell whose JSON file exists is finished: it is loaded, never recomputed. That is how an
+interrupted comparison resumes: only missing cells run. Cells are written atomically, so a crash
+leaves a cell either finished or absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import teacher_weights
+from .config import ConfigError, RunConfig
+from .data import GraphDataset
+from .distill import METHODS, train_student
+from .distill import validate as validate_distill
+from .evaluate import bucket_scores, in_degree, metric_name, quantile_buckets
+from .report import (
+    aggregate_rows,
+    compare_csv,
+    compare_markdown,
+    markdown_table,
+    mean_std,
+    model_row,
+    results_record,
+)
+from .runs import RunDirError, load_checkpoint, write_json, write_text
+from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
+
+CONFIG_FILE = "compare-config.json"
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,2,5"`` -> [0, 2, 5]; ranges and lists combine
+    (``"0-2,7"``). Duplicates are dropped, order is kept."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = (int(lo), int(hi)) if sep else (int(part), int(part))
+        except ValueError:
+            # Also catches negative seeds ("-1" splits into "" and "1").
+            raise ConfigError(
+                f"--seeds: cannot read {part!r}; use a range like 0-4 or a list like 0,2,5 "
+                "(seeds >= 0)"
+            ) from None
+        if b < a:
+            raise ConfigError(f"--seeds: empty range {part!r} (end before start)")
+        seeds += range(a, b + 1)
+    if not seeds:
+        raise ConfigError("--seeds: no seed given")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_methods(text: str) -> list[str]:
+    """Comma-separated student methods, each a key of :data:`mskd.distill.METHODS`."""
+    methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not methods:
+        raise ConfigError("--methods: no method given")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown method {bad[0]!r}; valid: {', '.join(METHODS)}")
+    return methods
+
+
+def cell_config(base: RunConfig, seed: int, method: str) -> RunConfig:
+    """The config of one cell: the shared settings with this seed and method."""
+    return dataclasses.replace(base, seed=seed,
+                               distill=dataclasses.replace(base.distill, method=method))
+
+
+def validate_methods(base: RunConfig, methods: Sequence[str]) -> None:
+    """Fail before any training if a method cannot run with these settings."""
+    depths = [t.hidden_layers for t in base.teachers]
+    for m in methods:
+        validate_distill(cell_config(base, base.seed, m).distill, base.student.hidden_layers,
+                         depths)
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def inference_time(model: nn.Module, data: GraphDataset, repeats: int = 5, warmup: int = 1) -> float:
+    """Median seconds of one eval-mode forward over the test split's full graphs.
+
+    For transductive datasets that is one forward over the whole graph; for PPI one per test
+    graph. ``warmup`` untimed runs first (allocator, lazy init); a handful of timed runs keep it
+    cheap while the median ignores a stray slow one.
+    """
+    graphs = data.splits["test"]
+    was = model.training
+    model.eval()
+    cuda = any(g.x.is_cuda for g in graphs)
+    times = []
+    for i in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for g in graphs:
+            model(g.x, g.edge_index)
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    model.train(was)
+    return statistics.median(times)
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+
+def _settings(base: RunConfig, data: GraphDataset) -> dict[str, Any]:
+    """What every cell shares: the config without seed and method, and the data's identity."""
+    cfg = base.to_dict()
+    cfg.pop("seed", None)
+    cfg["distill"].pop("method", None)
+    return {"dataset": data.name, "fingerprint": data.fingerprint(), "config": cfg}
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path} ({a!r} there, {b!r} now)"
+
+
+def check_settings(out: Path, base: RunConfig, data: GraphDataset) -> None:
+    """Record the shared settings, or refuse to mix cells run with different ones."""
+    want = json.loads(json.dumps(_settings(base, data)))  # tuples -> lists, as stored
+    path = out / CONFIG_FILE
+    if path.exists():
+        try:
+            have = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{path} is unreadable ({e}); use another --out") from None
+        diff = _first_difference(have, want)
+        if diff:
+            raise RunDirError(
+                f"{out} holds a comparison run with other settings: {diff}; finished cells "
+                "would not be comparable. Use another --out, or the same flags to resume"
+            )
+        return
+    write_json(path, want)
+
+
+def _teacher_rows(teachers, data: GraphDataset, seed: int) -> list[dict[str, Any]]:
+    return [{**model_row(t), "kind": "teacher", "method": None, "seed": seed,
+             "infer_s": inference_time(t.model, data)} for t in teachers]
+
+
+def _cell_rows_from_teachers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: r[k] for k in ("name", "kind", "method", "layers", "params", "val", "test",
+                               "train_s", "infer_s", "seed")} for r in doc["teachers"]]
+
+
+def _cell_row_from_student(rec: dict[str, Any], seed: int) -> dict[str, Any]:
+    s = rec["student"]
+    # Student rows are named by method: one student shape, many ways of training it.
+    return {"name": s["method"], "kind": "student", "method": s["method"], "layers": s["layers"],
+            "params": s["params"], "val": s["val"], "test": s["test"], "train_s": s["train_s"],
+            "infer_s": s["infer_s"], "seed": seed}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); delete it to recompute that cell") from None
+
+
+def run_compare(
+    base: RunConfig, data: GraphDataset, seeds: Sequence[int], methods: Sequence[str], out: Path,
+    device: torch.device, quiet: bool = False, log: Callable[[str], None] = print,
+    teacher_cache: bool = True,
+) -> dict[str, Any]:
+    """Every (seed, teachers) and (seed, method) cell, computing only those not yet finished.
+
+    Returns the ``compare.json`` record (also written, with ``compare.csv`` and ``compare.md``).
+    """
+    validate_methods(base, methods)
+    check_settings(out, base, data)
+    dev_data = data.to(device)
+    plan = [(s, m) for s in seeds for m in (None, *methods)]  # None = the seed's teachers
+    todo = [(s, m) for s, m in plan if not _cell_path(out, s, m).exists()]
+    if len(todo) < len(plan):
+        log(f"resuming {out}: {len(plan) - len(todo)} of {len(plan)} cells already finished")
+    spent: dict[str, list[float]] = {"teachers": [], "student": []}
+    t_start = time.perf_counter()
+    cells: list[dict[str, Any]] = []
+    loaded_teachers: dict[int, list] = {}
+    done = 0
+    for seed, method in plan:
+        path = _cell_path(out, seed, method)
+        if path.exists():
+            doc = _read_json(path)
+            cells += (_cell_rows_from_teachers(doc) if method is None
+                      else [_cell_row_from_student(doc, seed)])
+            continue
+        done += 1
+        kind = "teachers" if method is None else "student"
+        log(f"[{done}/{len(todo)}] seed {seed} · {method or 'teachers'} "
+            f"(elapsed {_hms(time.perf_counter() - t_start)}, ETA {_eta(spent, todo[done - 1:])})")
+        t0 = time.perf_counter()
+        cfg = cell_config(base, seed, method or base.distill.method)
+        if seed not in loaded_teachers:
+            tdir = out / f"seed{seed}" / "teachers"
+            tdir.mkdir(parents=True, exist_ok=True)
+            loaded_teachers[seed] = train_or_load_teachers(cfg, data, tdir, device, quiet, log)
+        teachers = loaded_teachers[seed]
+        if method is None:
+            rows = _teacher_rows(teachers, dev_data, seed)
+            write_json(path, {"seed": seed, "teachers": rows})
+            cells += _cell_rows_from_teachers({"teachers": rows})
+        else:
+            cell_dir = path.parent
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            student, details = train_student(cfg, data, teachers, cell_dir, device, quiet,
+                                             teacher_cache=teacher_cache)
+            rec = results_record(cfg, data, teachers, student, details, str(device),
+                                 time.perf_counter() - t0)
+            rec["seed"] = seed
+            rec["student"]["infer_s"] = inference_time(student.model, dev_data)
+            write_json(path, rec)
+            cells.append(_cell_row_from_student(rec, seed))
+        spent[kind].append(time.perf_counter() - t0)
+        if seed != (todo[done][0] if done < len(todo) else None):
+            loaded_teachers.pop(seed, None)  # free the seed's teachers once it is done
+    record = compare_record(data, seeds, cells)
+    write_compare(out, record)
+    return record
+
+
+def _cell_path(out: Path, seed: int, method: str | None) -> Path:
+    if method is None:
+        return out / f"seed{seed}" / "teachers.json"
+    return out / f"seed{seed}" / method / "results.json"
+
+
+def _eta(spent: dict[str, list[float]], remaining: Sequence[tuple[int, str | None]]) -> str:
+    # Teachers and students cost differently: estimate each kind from its own finished cells,
+    # falling back on the other kind before both have been seen.
+    means = {k: sum(v) / len(v) for k, v in spent.items() if v}
+    if not means:
+        return "after the first cell"
+    fallback = sum(means.values()) / len(means)
+    total = sum(means.get("teachers" if m is None else "student", fallback) for _, m in remaining)
+    return _hms(total)
+
+
+def compare_record(data: GraphDataset, seeds: Sequence[int],
+                   cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``compare.json`` record from per-seed cell rows."""
+    return {
+        "dataset": data.name,
+        "metric": metric_name(data.task),
+        "seeds": list(seeds),
+        "rows": aggregate_rows(cells),
+        "per_seed": [dict(c) for c in cells],
+    }
+
+
+def write_compare(out: Path, record: dict[str, Any]) -> None:
+    write_json(out / "compare.json", record)
+    write_text(out / "compare.csv", compare_csv(record["rows"]))
+    write_text(out / "compare.md", compare_markdown(record["rows"], record["metric"],
+                                                    record["seeds"]))
+
+
+# --- accuracy by node degree -----------------------------------------------------------------------
+
+ATTENTION_NOTE = ("post-training node attention: softmax over teachers of cos(student logits, "
+                  "teacher logits) / tau, with the trained mskd student and the teachers in eval "
+                  "mode on the full graph, averaged over the bucket's test nodes")
+
+
+def _test_batch(data: GraphDataset):
+    """Test graphs, their in-degrees and test-node index per graph (PPI: several graphs)."""
+    parts = []
+    for g in data.splits["test"]:
+        nodes = g.mask.nonzero().flatten()
+        parts.append((g, nodes, in_degree(g.edge_index, g.num_nodes)[nodes.cpu()]))
+    return parts
+
+
+@torch.no_grad()
+def _test_logits(model: nn.Module, parts) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    zs, ys = [], []
+    for g, nodes, _ in parts:
+        z, _ = model(g.x, g.edge_index)
+        zs.append(z[nodes])
+        ys.append(g.y[nodes])
+    return torch.cat(zs), torch.cat(ys)
+
+
+def _load_model(path: Path, data: GraphDataset, device: torch.device) -> nn.Module:
+    payload = load_checkpoint(path)
+    check_compatible(payload, data, path)
+    return model_from_checkpoint(payload, path).to(device)
+
+
+def degree_analysis(
+    out: Path, data: GraphDataset, base: RunConfig, seeds: Sequence[int],
+    methods: Sequence[str], n_buckets: int, device: torch.device,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Test-node metric per in-degree bucket for every teacher and student of a comparison
+    directory (checkpoints only, nothing is trained), mean and sample std over ``seeds``; and the
+    mskd student's mean attention per teacher and bucket. Returns the ``degree.json`` record."""
+    dev_data = data.to(device)
+    parts = _test_batch(dev_data)
+    degrees = torch.cat([d for _, _, d in parts])
+    bucket, bounds = quantile_buckets(degrees, n_buckets)
+    nb = len(bounds)
+    if nb < n_buckets:
+        log(f"degree ties: {nb} distinct buckets instead of {n_buckets}")
+    sizes = torch.bincount(bucket, minlength=nb).tolist()
+    depths = sorted(t.hidden_layers for t in base.teachers)
+    names = [f"teacher-{d}" for d in depths] + list(methods)
+    per_seed: dict[str, list[list[float | None]]] = {n: [] for n in names}
+    attention: list[torch.Tensor] = []
+    for seed in seeds:
+        sdir = out / f"seed{seed}"
+        t_logits = []
+        for d in depths:
+            model = _load_model(sdir / "teachers" / f"teacher-{d}.pt", dev_data, device)
+            z, y = _test_logits(model, parts)
+            t_logits.append(z)
+            per_seed[f"teacher-{d}"].append(bucket_scores(y, z, bucket, nb, data.task))
+        for m in methods:
+            model = _load_model(sdir / m / f"student-{m}.pt", dev_data, device)
+            z, y = _test_logits(model, parts)
+            per_seed[m].append(bucket_scores(y, z, bucket, nb, data.task))
+            if m == "mskd" and len(t_logits) > 1:
+                a = teacher_weights(z, t_logits, mode="node", tau=base.distill.tau)  # [M, K]
+                sums = torch.zeros(nb, a.shape[1], dtype=a.dtype).index_add_(
+                    0, bucket, a.cpu())
+                attention.append(sums / torch.tensor(sizes, dtype=a.dtype).clamp(min=1)[:, None])
+        log(f"degree analysis: seed {seed} done")
+    models = []
+    for n in names:
+        runs = per_seed[n]
+        means, stds = [], []
+        for b in range(nb):
+            vals = [r[b] for r in runs if r[b] is not None]
+            m, s = mean_std(vals) if vals else (None, None)
+            means.append(m)
+            stds.append(s)
+        models.append({"name": n, "kind": "teacher" if n.startswith("teacher-") else "student",
+                       "layers": int(n.split("-")[1]) if n.startswith("teacher-") else None,
+                       "mean": means, "std": stds,
+                       "per_seed": runs})
+    rec: dict[str, Any] = {
+        "dataset": data.name, "metric": metric_name(data.task), "seeds": list(seeds),
+        "degree": "in-degree (edges into the node, self-loops not counted), test nodes"
+                  + (" of all test graphs" if len(parts) > 1 else ""),
+        "n_buckets_asked": n_buckets,
+        "buckets": [{"lo": lo, "hi": hi, "nodes": n} for (lo, hi), n in zip(bounds, sizes)],
+        "models": models,
+    }
+    if attention:
+        stacked = torch.stack(attention)  # [seeds, B, K]
+        rec["attention"] = {
+            "note": ATTENTION_NOTE, "tau": base.distill.tau,
+            "teachers": [f"teacher-{d}" for d in depths],
+            "mean": stacked.mean(0).tolist(),
+            "std": (stacked.std(0, unbiased=True) if len(attention) > 1
+                    else torch.zeros_like(stacked[0])).tolist(),
+        }
+    return rec
+
+
+def bucket_label(b: dict[str, Any]) -> str:
+    rng = str(b["lo"]) if b["lo"] == b["hi"] else f"{b['lo']}-{b['hi']}"
+    return f"deg {rng} (n={b['nodes']})"
+
+
+def degree_markdown(rec: dict[str, Any]) -> str:
+    """Per-bucket metric table (and the attention table when the mskd student is present)."""
+    labels = [bucket_label(b) for b in rec["buckets"]]
+    body = [[m["name"], *("–" if v is None else f"{v:.4f} ± {s:.4f}"
+                          for v, s in zip(m["mean"], m["std"]))] for m in rec["models"]]
+    parts = [
+        (f"Test {rec['metric']} by {rec['degree']}; quantile buckets; mean ± sample std over "
+         f"{len(rec['seeds'])} seed(s)."),
+        "",
+        markdown_table(["model", *labels], body, right=[False] + [True] * len(labels)),
+    ]
+    att = rec.get("attention")
+    if att:
+        body = [[lab, *(f"{v:.3f}" for v in row)] for lab, row in zip(labels, att["mean"])]
+        parts += ["", (f"Mean attention of the mskd student per teacher (tau = {att['tau']}); "
+                       f"{att['note']}."), "",
+                  markdown_table(["bucket", *att["teachers"]], body,
+                                 right=[False] + [True] * len(att["teachers"]))]
+    return "\n".join(parts) + "\n"
+
+
+def existing_seeds_methods(out: Path) -> tuple[list[int], list[str]]:
+    """Seeds and methods recorded by the last ``compare.json`` of a comparison directory."""
+    path = out / "compare.json"
+    if not path.exists():
+        raise RunDirError(f"{out} holds no compare.json: run `mskd compare --out {out}` first")
+    rec = _read_json(path)
+    methods = [r["method"] for r in rec["rows"] if r["kind"] == "student"]
+    return list(rec["seeds"]), methods
+
+
+def load_settings(out: Path) -> dict[str, Any]:
+    path = out / CONFIG_FILE
+    if not path.exists():
+        raise RunDirError(f"{out} is not a comparison directory (no {CONFIG_FILE})")
+    return _read_json(path)

@@ -1,0 +1,130 @@
+"""Plots drawn from saved JSON (``compare.json``, ``degree.json``), never from training state,
+so ``mskd plot`` can redraw them without retraining.
+
+matplotlib is optional (``pip install mskd[plot]``); it is imported only when a plot is drawn,
+with the non-interactive Agg backend so plotting works on machines without a display.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class PlotError(ValueError):
+    """A plot cannot be drawn (matplotlib missing, unknown JSON); one line for the CLI."""
+
+
+def require_matplotlib():
+    """The pyplot module with the Agg backend, or a PlotError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError(
+            "plots need matplotlib: pip install 'mskd[plot]' (or pip install matplotlib)"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bucket_tick(b: dict[str, Any]) -> str:
+    rng = str(b["lo"]) if b["lo"] == b["hi"] else f"{b['lo']}–{b['hi']}"
+    return f"{rng}\n(n={b['nodes']})"
+
+
+def plot_degree(rec: dict[str, Any], path: Path) -> Path:
+    """Metric per degree bucket for every model (error bars = std over seeds); below it, the
+    mskd student's mean attention per teacher and bucket when the record has it."""
+    plt = require_matplotlib()
+    att = rec.get("attention")
+    nrows = 2 if att else 1
+    fig, axes = plt.subplots(nrows, 1, figsize=(8, 4.2 * nrows), squeeze=False)
+    ax = axes[0][0]
+    xs = list(range(len(rec["buckets"])))
+    for m in rec["models"]:
+        pts = [(x, v, s or 0.0) for x, v, s in zip(xs, m["mean"], m["std"]) if v is not None]
+        if not pts:
+            continue
+        teacher = m["kind"] == "teacher"
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                    label=m["name"], marker="o" if teacher else "s",
+                    linestyle="-" if teacher else "--", capsize=3, linewidth=1.5)
+    ax.set_xticks(xs, [_bucket_tick(b) for b in rec["buckets"]])
+    ax.set_xlabel("in-degree bucket of test nodes (quantiles; self-loops not counted)")
+    ax.set_ylabel(f"test {rec['metric']}")
+    ax.set_title(f"{rec['dataset']}: test {rec['metric']} by node degree "
+                 f"({len(rec['seeds'])} seed(s))")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="best")
+    if att:
+        ax2 = axes[1][0]
+        k = len(att["teachers"])
+        width = 0.8 / k
+        for j, name in enumerate(att["teachers"]):
+            ax2.bar([x - 0.4 + width * (j + 0.5) for x in xs], [row[j] for row in att["mean"]],
+                    width, yerr=[row[j] for row in att["std"]], capsize=2, label=name)
+        ax2.axhline(1.0 / k, color="grey", linestyle=":", linewidth=1, label="uniform (1/K)")
+        ax2.set_xticks(xs, [_bucket_tick(b) for b in rec["buckets"]])
+        ax2.set_xlabel("in-degree bucket of test nodes")
+        ax2.set_ylabel("mean attention weight")
+        ax2.set_title(f"mskd student: post-training node attention per teacher "
+                      f"(tau = {att['tau']})")
+        ax2.grid(True, axis="y", alpha=0.3)
+        ax2.legend(fontsize=8, ncol=k + 1, loc="best")
+    return _save(fig, plt, path)
+
+
+def plot_compare(rec: dict[str, Any], path: Path) -> Path:
+    """Validation and test metric per model, bars = mean, error bars = std over seeds."""
+    plt = require_matplotlib()
+    rows = rec["rows"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(rows) + 2), 4.5))
+    xs = list(range(len(rows)))
+    ax.bar([x - 0.2 for x in xs], [r["val_mean"] for r in rows], 0.4,
+           yerr=[r["val_std"] for r in rows], capsize=3, label="validation")
+    ax.bar([x + 0.2 for x in xs], [r["test_mean"] for r in rows], 0.4,
+           yerr=[r["test_std"] for r in rows], capsize=3, label="test")
+    ax.set_xticks(xs, [r["name"] for r in rows], rotation=30, ha="right")
+    lows = [min(r["val_mean"] - r["val_std"], r["test_mean"] - r["test_std"]) for r in rows]
+    # Scores of compared models are close: start the axis near the lowest bar so differences show.
+    ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(r["test_mean"] + r["test_std"]
+                                                         for r in rows) + 0.05))
+    ax.set_ylabel(rec["metric"])
+    ax.set_title(f"{rec['dataset']}: mean ± std over {len(rec['seeds'])} seed(s)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: Path) -> Path:
+    import io
+
+    from .runs import write_bytes
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def plot_from(json_path: Path, out: Path | None = None) -> Path:
+    """Redraw the plot of a saved ``degree.json`` or ``compare.json`` (kind read from its keys);
+    the PNG goes next to it with the same stem unless ``out`` is given."""
+    json_path = Path(json_path)
+    try:
+        rec = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        raise PlotError(f"file not found: {json_path}") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise PlotError(f"{json_path} is not readable JSON ({e})") from None
+    out = Path(out) if out else json_path.with_suffix(".png")
+    if isinstance(rec, dict) and "buckets" in rec and "models" in rec:
+        return plot_degree(rec, out)
+    if isinstance(rec, dict) and "rows" in rec and "seeds" in rec:
+        return plot_compare(rec, out)
+    raise PlotError(f"{json_path} is neither a degree.json nor a compare.json record")

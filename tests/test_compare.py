@@ -1,0 +1,224 @@
+"""``mskd compare``: aggregation over seeds (exact mean / sample std), Markdown and CSV rendering,
+argument parsing, a tiny end-to-end comparison, and resuming an interrupted one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_graph
+
+import mskd.compare
+from mskd.cli import main
+from mskd.compare import parse_methods, parse_seeds
+from mskd.config import ConfigError
+from mskd.report import aggregate_rows, compare_csv, compare_markdown, mean_std
+from mskd.train import TrainingError
+
+ROW_KEYS = {"name", "kind", "method", "layers", "params", "val_mean", "val_std", "test_mean",
+            "test_std", "train_s", "infer_s"}
+
+
+def _fail(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mskd: error: "), err
+    return lines[0]
+
+
+# --- aggregation and rendering -------------------------------------------------------------------
+
+
+def test_mean_std_is_the_sample_std() -> None:
+    mean, std = mean_std([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9)
+    assert std == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
+    assert mean_std([0.75]) == (0.75, 0.0)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def _cell(name, kind, layers, seed, val, test, params=100, train_s=1.0, infer_s=0.01):
+    return {"name": name, "kind": kind, "method": None if kind == "teacher" else name,
+            "layers": layers, "params": params, "val": val, "test": test, "train_s": train_s,
+            "infer_s": infer_s, "seed": seed}
+
+
+HAND_CELLS = [
+    _cell("teacher-2", "teacher", 2, 0, 0.70, 0.60, params=500, train_s=2.0),
+    _cell("teacher-1", "teacher", 1, 0, 0.50, 0.40, params=300),
+    _cell("mskd", "student", 2, 0, 0.80, 0.70, infer_s=0.002),
+    _cell("none", "student", 2, 0, 0.60, 0.55),
+    _cell("teacher-2", "teacher", 2, 1, 0.90, 0.80, params=500, train_s=4.0),
+    _cell("teacher-1", "teacher", 1, 1, 0.50, 0.40, params=300),
+    _cell("mskd", "student", 2, 1, 0.60, 0.90, infer_s=0.004),
+    _cell("none", "student", 2, 1, 0.60, 0.65),
+]
+
+
+def test_aggregate_rows_exact_mean_and_std_and_order() -> None:
+    rows = aggregate_rows(HAND_CELLS)
+    assert [r["name"] for r in rows] == ["teacher-1", "teacher-2", "mskd", "none"]
+    assert all(set(r) == ROW_KEYS for r in rows)
+    t1, t2, mskd, none = rows
+    assert (t1["val_mean"], t1["val_std"], t1["test_std"]) == (0.5, 0.0, 0.0)
+    assert t2["val_mean"] == pytest.approx(0.8)
+    assert t2["val_std"] == pytest.approx(math.sqrt(0.02))  # |0.7 - 0.9| / sqrt(2)
+    assert t2["test_mean"] == pytest.approx(0.7)
+    assert t2["train_s"] == pytest.approx(3.0) and t2["params"] == 500
+    assert t2["kind"] == "teacher" and t2["method"] is None and t2["layers"] == 2
+    assert mskd["kind"] == "student" and mskd["method"] == "mskd"
+    assert mskd["test_mean"] == pytest.approx(0.8)
+    assert mskd["test_std"] == pytest.approx(math.sqrt(0.02))
+    assert mskd["infer_s"] == pytest.approx(0.003)
+    assert none["test_mean"] == pytest.approx(0.6)
+    assert none["test_std"] == pytest.approx(math.sqrt(0.005))
+
+
+def test_markdown_and_csv_rendering() -> None:
+    rows = aggregate_rows(HAND_CELLS)
+    md = compare_markdown(rows, "accuracy", [0, 1])
+    lines = md.strip().splitlines()
+    assert lines[0].startswith("| model") and "val accuracy" in lines[0]
+    assert set(lines[1]) <= {"|", "-", ":"} and lines[1].count("|") == lines[0].count("|")
+    t2 = next(line for line in lines if line.startswith("| teacher-2"))
+    assert "0.8000 ± 0.1414" in t2 and "0.7000 ± 0.1414" in t2 and "500" in t2
+    assert "3.0" in t2  # train s
+    mskd = next(line for line in lines if line.startswith("| mskd"))
+    assert "3.00" in mskd  # infer ms
+    assert "2 seed(s) (0, 1)" in md
+    # Every table line has the same width: the columns line up in a terminal too.
+    assert len({len(line) for line in lines[:6]}) == 1
+
+    parsed = list(csv.DictReader(io.StringIO(compare_csv(rows))))
+    assert [r["name"] for r in parsed] == ["teacher-1", "teacher-2", "mskd", "none"]
+    assert set(parsed[0]) == ROW_KEYS
+    assert float(parsed[1]["val_std"]) == pytest.approx(math.sqrt(0.02))
+    assert parsed[0]["method"] == "" and parsed[2]["method"] == "mskd"
+
+
+def test_parse_seeds_and_methods() -> None:
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0,2,5") == [0, 2, 5]
+    assert parse_seeds("3, 0-1,3") == [3, 0, 1]
+    for bad in ("", "a", "-1", "4-2", "1-x"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
+    assert parse_methods("none,kd,none") == ["none", "kd"]
+    with pytest.raises(ConfigError, match="unknown method 'foo'"):
+        parse_methods("none,foo")
+
+
+def test_unknown_method_and_bad_seeds_are_one_line_errors(capsys, tmp_path) -> None:
+    npz = tmp_path / "g.npz"
+    np.savez(npz, **make_graph())
+    line = _fail(capsys, ["compare", "--dataset", str(npz), "--methods", "kd,nope"])
+    assert "unknown method 'nope'" in line
+    assert "--seeds" in _fail(capsys, ["compare", "--dataset", str(npz), "--seeds", "x"])
+    assert not (tmp_path / "runs").exists()  # nothing created before the arguments are valid
+
+
+# --- end to end --------------------------------------------------------------------------------------
+
+ARGS = ["--seeds", "0-1", "--methods", "none,kd", "--teacher-depths", "1,2", "--epochs", "3",
+        "--patience", "3", "--device", "cpu", "--quiet"]
+
+
+def _compare(npz: Path, out: Path, *extra: str) -> int:
+    return main(["compare", "--dataset", str(npz), "--out", str(out), *ARGS, *extra])
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")
+            if p.is_file() and p.parent != root}  # cell files, not the aggregates in OUT
+
+
+@pytest.fixture(scope="module")
+def finished_compare(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("compare")
+    npz = base / "tiny.npz"
+    np.savez(npz, **make_graph())
+    out = base / "cmp"
+    assert _compare(npz, out) == 0
+    return npz, out
+
+
+def test_compare_writes_the_schema(finished_compare, capsys) -> None:
+    _, out = finished_compare
+    rec = json.loads((out / "compare.json").read_text())
+    assert {"dataset", "metric", "seeds", "rows"} <= set(rec)
+    assert rec["dataset"] == "tiny" and rec["metric"] == "accuracy" and rec["seeds"] == [0, 1]
+    assert [r["name"] for r in rec["rows"]] == ["teacher-1", "teacher-2", "none", "kd"]
+    for r in rec["rows"]:
+        assert ROW_KEYS <= set(r)
+        assert 0.0 <= r["val_mean"] <= 1.0 and 0.0 <= r["test_mean"] <= 1.0
+        assert r["val_std"] >= 0.0 and r["test_std"] >= 0.0
+        assert r["infer_s"] > 0.0 and r["train_s"] > 0.0 and r["params"] > 0
+    kinds = {r["name"]: (r["kind"], r["method"], r["layers"]) for r in rec["rows"]}
+    assert kinds["teacher-2"] == ("teacher", None, 2) and kinds["kd"] == ("student", "kd", 2)
+    # The aggregate is exactly the mean / sample std of the per-seed cells.
+    kd = [json.loads((out / f"seed{s}" / "kd" / "results.json").read_text())["student"]["test"]
+          for s in (0, 1)]
+    row = next(r for r in rec["rows"] if r["name"] == "kd")
+    assert (row["test_mean"], row["test_std"]) == pytest.approx(mean_std(kd))
+    assert sorted(p.name for p in (out / "seed0" / "teachers").glob("*.pt")) == [
+        "teacher-1.pt", "teacher-2.pt"]
+    assert (out / "seed1" / "none" / "student-none.pt").is_file()
+    csv_rows = list(csv.DictReader(io.StringIO((out / "compare.csv").read_text())))
+    assert len(csv_rows) == 4
+    assert (out / "compare.md").read_text().startswith("| model")
+
+
+def test_rerun_after_deleting_a_cell_recomputes_only_that_cell(finished_compare, tmp_path,
+                                                               capsys) -> None:
+    npz, src = finished_compare
+    out = tmp_path / "cmp"
+    shutil.copytree(src, out)
+    before = _mtimes(out)
+    (out / "seed1" / "kd" / "results.json").unlink()
+    assert _compare(npz, out) == 0
+    after = _mtimes(out)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {"seed1/kd/results.json", "seed1/kd/student-kd.pt"}
+    rec = json.loads((out / "compare.json").read_text())
+    assert len(rec["rows"]) == 4 and len(rec["per_seed"]) == 2 * (2 + 2)
+    # Different settings in the same directory would mix incomparable cells: refused.
+    argv = ["compare", "--dataset", str(npz), "--out", str(out), *ARGS]
+    argv[argv.index("--epochs") + 1] = "4"
+    line = _fail(capsys, argv)
+    assert "other settings" in line and "epochs" in line
+
+
+def test_interrupted_compare_resumes_where_it_stopped(tmp_path, monkeypatch, capsys) -> None:
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, **make_graph())
+    out = tmp_path / "cmp"
+    real = mskd.compare.train_student
+
+    def failing(cfg, *args, **kwargs):
+        if cfg.seed == 1 and cfg.distill.method == "kd":
+            raise TrainingError("simulated crash")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(mskd.compare, "train_student", failing)
+    assert _compare(npz, out) == 1
+    assert not (out / "compare.json").exists()
+    assert not (out / "seed1" / "kd" / "results.json").exists()
+    before = _mtimes(out)
+    assert "seed1/none/results.json" in before and "seed1/teachers.json" in before
+
+    monkeypatch.setattr(mskd.compare, "train_student", real)
+    assert _compare(npz, out) == 0
+    after = _mtimes(out)
+    assert all(after[k] == v for k, v in before.items())  # finished cells untouched
+    assert "seed1/kd/results.json" in after
+    rec = json.loads((out / "compare.json").read_text())
+    assert [r["name"] for r in rec["rows"]] == ["teacher-1", "teacher-2", "none", "kd"]

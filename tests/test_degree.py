@@ -1,0 +1,168 @@
+"""Degree analysis: in-degree buckets on a hand-built graph, per-bucket scores on hand-made logits,
+``mskd degree --run`` on a tiny comparison, and ``mskd plot`` redrawing from saved JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_graph
+
+from mskd.cli import main
+from mskd.data import MULTI, SINGLE
+from mskd.evaluate import bucket_scores, degree_buckets, in_degree, quantile_buckets
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _graph_with_in_degrees(degrees: list[int], extra_sources: int = 10) -> tuple[torch.Tensor, int]:
+    """Node v gets exactly ``degrees[v]`` in-edges from distinct other nodes, plus a self-loop on
+    node 0 (which must not count)."""
+    n = len(degrees) + extra_sources
+    src, dst = [0], [0]
+    for v, d in enumerate(degrees):
+        for j in range(d):
+            src.append((v + 1 + j) % n)
+            dst.append(v)
+    return torch.tensor([src, dst]), n
+
+
+def test_in_degree_ignores_self_loops() -> None:
+    ei, n = _graph_with_in_degrees([0, 1, 1, 2, 3, 3, 5, 8])
+    deg = in_degree(ei, n)
+    assert deg[:8].tolist() == [0, 1, 1, 2, 3, 3, 5, 8]
+    assert deg.shape == (n,)
+
+
+def test_degree_buckets_on_a_hand_built_graph() -> None:
+    ei, n = _graph_with_in_degrees([0, 1, 1, 2, 3, 3, 5, 8])
+    # Sorted degrees 0 1 1 2 | 3 3 | 5 8 ...: cuts at sorted positions 2, 4, 6 -> degrees 1, 3, 5.
+    bucket, bounds = degree_buckets(ei, n, torch.arange(8), 4)
+    assert bucket.tolist() == [0, 1, 1, 1, 2, 2, 3, 3]
+    assert bounds == [(0, 0), (1, 2), (3, 4), (5, 8)]
+    # Node order does not matter, only the degrees.
+    perm = torch.tensor([7, 3, 0, 5, 1, 6, 2, 4])
+    b2, bounds2 = degree_buckets(ei, n, perm, 4)
+    assert b2.tolist() == bucket[perm].tolist() and bounds2 == bounds
+    # A boolean mask selects nodes too.
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[4:8] = True
+    b3, bounds3 = degree_buckets(ei, n, mask, 2)
+    assert b3.tolist() == [0, 0, 1, 1] and bounds3 == [(3, 4), (5, 8)]
+
+
+def test_tied_degrees_merge_buckets_instead_of_leaving_one_empty() -> None:
+    # All tied: one bucket, whatever was asked.
+    bucket, bounds = quantile_buckets(torch.tensor([2, 2, 2, 2, 2]), 4)
+    assert bounds == [(2, 2)] and bucket.tolist() == [0] * 5
+    # Five tied nodes and one hub: the hub still gets its own bucket.
+    bucket, bounds = quantile_buckets(torch.tensor([2, 2, 7, 2, 2, 2]), 4)
+    assert bounds == [(2, 6), (7, 7)] and bucket.tolist() == [0, 0, 1, 0, 0, 0]
+    bucket, bounds = quantile_buckets(torch.tensor([1, 1, 1, 4, 4, 4, 9, 9]), 3)
+    assert bounds == [(1, 3), (4, 8), (9, 9)]
+    assert bucket.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert torch.bincount(bucket).min() > 0
+    with pytest.raises(ValueError):
+        quantile_buckets(torch.tensor([], dtype=torch.long), 2)
+
+
+def test_bucket_scores_on_hand_made_logits() -> None:
+    y = torch.tensor([0, 1, 2, 0, 1])
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0],   # bucket 0: both right
+                           [5.0, 0, 0], [5.0, 0, 0],   # bucket 1: one of two right
+                           [5.0, 0, 0]])               # bucket 2: wrong
+    bucket = torch.tensor([0, 0, 1, 1, 2])
+    assert bucket_scores(y, logits, bucket, 4, SINGLE) == [1.0, 0.5, 0.0, None]
+    # Multi-label: micro-F1 within each bucket.
+    y_ml = torch.tensor([[1, 0], [1, 1], [0, 1]])
+    z_ml = torch.tensor([[3.0, -3.0], [3.0, -3.0], [-3.0, -3.0]])
+    # bucket 0 (rows 0, 1): tp 2, fn 1 -> F1 = 4 / 5; bucket 1 (row 2): tp 0, fn 1 -> 0.
+    assert bucket_scores(y_ml, z_ml, torch.tensor([0, 0, 1]), 2, MULTI) == [
+        pytest.approx(0.8), 0.0]
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def degree_run(tmp_path_factory) -> Path:
+    """``mskd degree`` training a one-seed comparison (teachers 1, 2; none and mskd)."""
+    base = tmp_path_factory.mktemp("degree")
+    npz = base / "tiny.npz"
+    np.savez(npz, **make_graph())
+    out = base / "cmp"
+    code = main(["degree", "--dataset", str(npz), "--out", str(out), "--seeds", "0",
+                 "--methods", "none,mskd", "--teacher-depths", "1,2", "--epochs", "3",
+                 "--patience", "3", "--device", "cpu", "--quiet", "--buckets", "3"])
+    assert code == 0
+    return out
+
+
+def test_degree_writes_tables_plot_and_attention(degree_run) -> None:
+    out = degree_run
+    rec = json.loads((out / "degree.json").read_text())
+    assert rec["metric"] == "accuracy" and rec["seeds"] == [0]
+    assert 1 <= len(rec["buckets"]) <= 3
+    assert sum(b["nodes"] for b in rec["buckets"]) == 30  # every test node in one bucket
+    his = [b["hi"] for b in rec["buckets"]]
+    los = [b["lo"] for b in rec["buckets"]]
+    assert all(h + 1 == lo for h, lo in zip(his, los[1:]))
+    assert [m["name"] for m in rec["models"]] == ["teacher-1", "teacher-2", "none", "mskd"]
+    for m in rec["models"]:
+        assert len(m["mean"]) == len(rec["buckets"])
+        assert all(v is None or 0.0 <= v <= 1.0 for v in m["mean"])
+    att = rec["attention"]
+    assert att["teachers"] == ["teacher-1", "teacher-2"] and "post-training" in att["note"]
+    assert all(sum(row) == pytest.approx(1.0) for row in att["mean"])
+    md = (out / "degree.md").read_text()
+    assert "| model" in md and "| bucket" in md and "deg " in md
+    png = (out / "degree.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 5000
+
+
+def test_degree_from_a_finished_run_trains_nothing(degree_run, tmp_path, capsys) -> None:
+    before = {p: p.stat().st_mtime_ns for p in degree_run.rglob("*.pt")}
+    assert main(["degree", "--run", str(degree_run), "--buckets", "2", "--no-plot",
+                 "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in degree_run.rglob("*.pt")} == before
+    stdout = capsys.readouterr().out
+    assert "teacher-2" in stdout and "deg " in stdout
+    rec = json.loads((degree_run / "degree.json").read_text())
+    assert rec["n_buckets_asked"] == 2
+
+
+def test_plot_redraws_from_saved_json(degree_run, tmp_path, capsys) -> None:
+    for src in ("degree.json", "compare.json"):
+        png = tmp_path / f"{src}.png"
+        assert main(["plot", "--from", str(degree_run / src), "--out", str(png)]) == 0
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    bad = tmp_path / "other.json"
+    bad.write_text('{"hello": 1}')
+    assert main(["plot", "--from", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neither" in err[0]
+    assert main(["plot", "--from", str(tmp_path / "missing.json")]) == 2
+
+
+def test_degree_needs_a_dataset_or_a_run(capsys, tmp_path) -> None:
+    assert main(["degree"]) == 2
+    assert "--run" in capsys.readouterr().err
+    assert main(["degree", "--run", str(tmp_path / "nope")]) == 2
+    assert main(["degree", "--run", str(tmp_path), "--quiet"]) == 2  # not a comparison
+
+
+def test_missing_matplotlib_is_a_one_line_error(degree_run, tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert main(["plot", "--from", str(degree_run / "degree.json"),
+                 "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install" in err[0] and "matplotlib" in err[0]
+    assert not (tmp_path / "x.png").exists()
