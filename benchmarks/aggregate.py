@@ -1,4 +1,6 @@
-"""Mean +- std over seeds of the results.json files under ROOT/seed*/<method>/ (Markdown)."""
+"""Mean +- std over seeds of the results.json files under ROOT/seed*/<method>/ (Markdown), then
+the per-seed test scores of every student method and their difference to ``none`` (paired: same
+teachers within a seed)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,21 @@ def main(root: str) -> None:
         d = rows[name]
         seeds = ",".join(str(s) for s in sorted(d["test"]))
         print(f"| {name} | {d['params']:,} | {ms(d['val'])} | {ms(d['test'])} | {seeds} |")
+
+    students = [n for n in order if n.startswith("student ")]
+    methods = [n.split(" ", 1)[1] for n in students]
+    if "none" not in methods:
+        return
+    others = [m for m in methods if m != "none"]
+    print()
+    print("| seed | " + " | ".join(methods) + " | "
+          + " | ".join(f"{m} − none" for m in others) + " |")
+    print("|---|" + "---:|" * (len(methods) + len(others)))
+    common = set.intersection(*(set(rows[n]["test"]) for n in students))
+    for seed in sorted(common):
+        t = {m: 100 * rows[f"student {m}"]["test"][seed] for m in methods}
+        print(f"| {seed} | " + " | ".join(f"{t[m]:.1f}" for m in methods) + " | "
+              + " | ".join(f"{t[m] - t['none']:+.1f}" for m in others) + " |")
 
 
 if __name__ == "__main__":
