@@ -271,10 +271,8 @@ def local_structure(
         h: [N, F], edge_index: [2, E] -> ([2, E'], [E']) with E' = non-self edges + N
     """
     _check_2d("h", h)
-    kernel_fn = _resolve_kernel(kernel)
-    params = _kernel_params(scale, sigma, c, d)
     edge_index = with_self_loops(edge_index, h.size(0))
-    return edge_index, _log_structure(h, edge_index, kernel_fn, params)
+    return edge_index, edge_log_structure(h, edge_index, kernel, scale=scale, sigma=sigma, c=c, d=d)
 
 
 def structure_kl(
