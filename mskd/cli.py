@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,10 @@ from .distill import METHODS
 from .runs import (
     CheckpointError,
     RunDirError,
+    RunLock,
     default_run_dir,
     ensure_dir,
+    first_difference,
     load_checkpoint,
     write_json,
     write_text,
@@ -40,6 +43,16 @@ def _ints(text: str) -> tuple[int, ...]:
     if not vals:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return vals
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return v
 
 
 def _log(quiet: bool):
@@ -67,7 +80,11 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora",
                         "official split (default 0)")
 
 
-def _add_common_args(p: argparse.ArgumentParser) -> None:
+_RUN_FORCE = ("start the run in OUT over: ignore its results, saved training states and the "
+              "teachers in OUT/teachers (teachers given with --teachers DIR are still reused)")
+
+
+def _add_common_args(p: argparse.ArgumentParser, force_help: str = _RUN_FORCE) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None,
                    help="run directory (default runs/<dataset>/<timestamp>)")
@@ -77,7 +94,15 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed of the run (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    _add_resume_args(g, force_help)
     _add_training_args(p)
+
+
+def _add_resume_args(g, force_help: str) -> None:
+    g.add_argument("--checkpoint-every", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="save the training state this often (default 30; 0 = every epoch); an "
+                        "interrupted run resumes from it when the same command is run again")
+    g.add_argument("--force", action="store_true", help=force_help)
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -143,6 +168,8 @@ def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
     g.add_argument("--device", default="auto",
                    help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    _add_resume_args(g, "start the comparison in OUT over: recompute every cell, even finished "
+                        "ones, and accept new settings")
     p.set_defaults(seed=0)  # one cell per seed of --seeds; resolve_config needs a base seed
 
 
@@ -176,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teachers", help="train or reuse the teachers only",
                        description="Train one teacher per depth into OUT/teachers (or --teachers).")
     _add_data_args(p)
-    _add_common_args(p)
+    _add_common_args(p, force_help="retrain every teacher in the teacher directory, ignoring "
+                                    "matching checkpoints and saved training states")
     p.set_defaults(func=cmd_teachers)
 
     p = sub.add_parser("compare", help="teachers and student methods over several seeds: "
@@ -286,15 +314,33 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 def _prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Path]:
     out = Path(args.out) if args.out else default_run_dir(dataset_name)
-    if (out / "results.json").exists() and args.func is not cmd_teachers:
+    if (out / "results.json").exists() and args.func is not cmd_teachers and not args.force:
         raise RunDirError(
             f"{out} already holds a finished run (results.json); it is kept as it is. Choose "
-            f"another --out, or reuse its teachers with --teachers {out / 'teachers'}"
+            f"another --out, reuse its teachers with --teachers {out / 'teachers'}, or start it "
+            "over with --force"
         )
     ensure_dir(out)
     teacher_dir = Path(args.teachers) if args.teachers else out / "teachers"
     ensure_dir(teacher_dir)
     return out, teacher_dir
+
+
+def _check_interrupted(out: Path, cfg: RunConfig, force: bool) -> None:
+    """An unfinished run in ``out`` may be resumed only with the settings it started with."""
+    path = out / "config.json"
+    if force or not path.exists():
+        return
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); use another --out or --force") from None
+    diff = first_difference(have, json.loads(json.dumps(cfg.to_dict())))
+    if diff:
+        raise RunDirError(
+            f"{out} holds an interrupted run with other settings: {diff}. Rerun with its settings "
+            "to resume it, use another --out, or start it over with --force"
+        )
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -316,7 +362,8 @@ def cmd_teachers(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     data = _load(args, cfg)
     _, teacher_dir = _prepare_out(args, data.name)
-    teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, _log(args.quiet))
+    teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, _log(args.quiet),
+                                      args.checkpoint_every, fresh=args.force)
     print(format_table([model_row(t) for t in teachers], _metric(data)))
     print(f"teachers in {teacher_dir}")
     return 0
@@ -338,14 +385,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     data = _load(args, cfg)
     out, teacher_dir = _prepare_out(args, data.name)
-    write_json(out / "config.json", cfg.to_dict())
     log = _log(args.quiet)
-    teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, log)
-    student, details = train_student(cfg, data, teachers, out, device, args.quiet,
-                                     teacher_cache=not args.no_teacher_cache)
-    rec = results_record(cfg, data, teachers, student, details, str(device),
-                         time.perf_counter() - t0)
-    write_json(out / "results.json", rec)
+    with RunLock(out, log=log):
+        _check_interrupted(out, cfg, args.force)
+        write_json(out / "config.json", cfg.to_dict())
+        # --force starts over the teachers of this run, never those of a --teachers DIR.
+        own_teachers = args.force and not args.teachers
+        teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, log,
+                                          args.checkpoint_every, fresh=own_teachers)
+        student, details = train_student(cfg, data, teachers, out, device, args.quiet,
+                                         teacher_cache=not args.no_teacher_cache,
+                                         checkpoint_every=args.checkpoint_every,
+                                         fresh=args.force, log=log)
+        rec = results_record(cfg, data, teachers, student, details, str(device),
+                             time.perf_counter() - t0)
+        write_json(out / "results.json", rec)
     print(format_table([model_row(t) for t in teachers] + [model_row(student)], rec["metric"]))
     if details.get("mean_attention"):
         weights = ", ".join(f"{n}={w:.3f}" for n, w in zip(details["teachers_used"],
@@ -375,7 +429,8 @@ def _compare(args: argparse.Namespace, seeds_text: str, methods_text: str, want_
     data = _load(args, cfg)
     out = _compare_out(args, data.name)
     rec = run_compare(cfg, data, seeds, methods, out, device, args.quiet, _log(args.quiet),
-                      teacher_cache=not args.no_teacher_cache)
+                      teacher_cache=not args.no_teacher_cache,
+                      checkpoint_every=args.checkpoint_every, fresh=args.force)
     return rec, out, cfg, data, methods, device
 
 

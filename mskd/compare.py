@@ -41,7 +41,7 @@ from .report import (
     model_row,
     results_record,
 )
-from .runs import RunDirError, load_checkpoint, write_json, write_text
+from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write_json, write_text
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
 CONFIG_FILE = "compare-config.json"
@@ -145,32 +145,17 @@ def _settings(base: RunConfig, data: GraphDataset) -> dict[str, Any]:
     return {"dataset": data.name, "fingerprint": data.fingerprint(), "config": cfg}
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-            if d:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _first_difference(x, y, f"{path}[{i}]")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{path} ({a!r} there, {b!r} now)"
-
-
-def check_settings(out: Path, base: RunConfig, data: GraphDataset) -> None:
-    """Record the shared settings, or refuse to mix cells run with different ones."""
+def check_settings(out: Path, base: RunConfig, data: GraphDataset, fresh: bool = False) -> None:
+    """Record the shared settings, or refuse to mix cells run with different ones (``fresh``:
+    the comparison starts over, so the old settings are replaced)."""
     want = json.loads(json.dumps(_settings(base, data)))  # tuples -> lists, as stored
     path = out / CONFIG_FILE
-    if path.exists():
+    if path.exists() and not fresh:
         try:
             have = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise RunDirError(f"{path} is unreadable ({e}); use another --out") from None
-        diff = _first_difference(have, want)
+        diff = first_difference(have, want)
         if diff:
             raise RunDirError(
                 f"{out} holds a comparison run with other settings: {diff}; finished cells "
@@ -208,17 +193,27 @@ def _read_json(path: Path) -> dict[str, Any]:
 def run_compare(
     base: RunConfig, data: GraphDataset, seeds: Sequence[int], methods: Sequence[str], out: Path,
     device: torch.device, quiet: bool = False, log: Callable[[str], None] = print,
-    teacher_cache: bool = True,
+    teacher_cache: bool = True, checkpoint_every: float = 30.0, fresh: bool = False,
 ) -> dict[str, Any]:
     """Every (seed, teachers) and (seed, method) cell, computing only those not yet finished.
 
-    Returns the ``compare.json`` record (also written, with ``compare.csv`` and ``compare.md``).
+    A cell being computed also saves its training state every ``checkpoint_every`` seconds, so
+    an interrupted cell continues where it stopped. ``fresh`` recomputes every cell (``--force``).
+    ``out`` is locked for the duration. Returns the ``compare.json`` record (also written, with
+    ``compare.csv`` and ``compare.md``).
     """
     validate_methods(base, methods)
-    check_settings(out, base, data)
+    with RunLock(out, log=log):
+        return _run_compare(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
+                            checkpoint_every, fresh)
+
+
+def _run_compare(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
+                 checkpoint_every, fresh):
+    check_settings(out, base, data, fresh)
     dev_data = data.to(device)
     plan = [(s, m) for s in seeds for m in (None, *methods)]  # None = the seed's teachers
-    todo = [(s, m) for s, m in plan if not _cell_path(out, s, m).exists()]
+    todo = [(s, m) for s, m in plan if fresh or not _cell_path(out, s, m).exists()]
     if len(todo) < len(plan):
         log(f"resuming {out}: {len(plan) - len(todo)} of {len(plan)} cells already finished")
     spent: dict[str, list[float]] = {"teachers": [], "student": []}
@@ -228,7 +223,7 @@ def run_compare(
     done = 0
     for seed, method in plan:
         path = _cell_path(out, seed, method)
-        if path.exists():
+        if path.exists() and not fresh:
             doc = _read_json(path)
             cells += (_cell_rows_from_teachers(doc) if method is None
                       else [_cell_row_from_student(doc, seed)])
@@ -242,7 +237,8 @@ def run_compare(
         if seed not in loaded_teachers:
             tdir = out / f"seed{seed}" / "teachers"
             tdir.mkdir(parents=True, exist_ok=True)
-            loaded_teachers[seed] = train_or_load_teachers(cfg, data, tdir, device, quiet, log)
+            loaded_teachers[seed] = train_or_load_teachers(cfg, data, tdir, device, quiet, log,
+                                                           checkpoint_every, fresh)
         teachers = loaded_teachers[seed]
         if method is None:
             rows = _teacher_rows(teachers, dev_data, seed)
@@ -252,7 +248,9 @@ def run_compare(
             cell_dir = path.parent
             cell_dir.mkdir(parents=True, exist_ok=True)
             student, details = train_student(cfg, data, teachers, cell_dir, device, quiet,
-                                             teacher_cache=teacher_cache)
+                                             teacher_cache=teacher_cache,
+                                             checkpoint_every=checkpoint_every, fresh=fresh,
+                                             log=log)
             rec = results_record(cfg, data, teachers, student, details, str(device),
                                  time.perf_counter() - t0)
             rec["seed"] = seed

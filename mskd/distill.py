@@ -40,9 +40,9 @@ from .losses import (
     structure_kl,
 )
 from .models import GNN, count_parameters
-from .runs import save_checkpoint
-from .teachers import TrainedModel, checkpoint_payload
-from .train import LossTerm, Step, evaluate_split, fit, seed_everything
+from .runs import file_digest, resume_path, save_checkpoint
+from .teachers import TrainedModel, checkpoint_payload, training_key
+from .train import LossTerm, Resume, Step, evaluate_split, fit, seed_everything
 
 
 @dataclass(frozen=True)
@@ -318,6 +318,14 @@ class Objective:
             terms.append(LossTerm("kd", self._logits, self.cfg.gamma))
         return terms
 
+    def state(self) -> dict:
+        """What a resumed training needs to continue exactly (see :class:`mskd.train.Resume`)."""
+        return {"attention_log": list(self.attention_log), "frozen": self._frozen_weights}
+
+    def load_state(self, state: dict) -> None:
+        self.attention_log = list(state["attention_log"])
+        self._frozen_weights = state["frozen"]
+
     def mean_attention(self) -> list[float]:
         """Mean weight per teacher over all steps (what the student actually used)."""
         if not self.attention_log:
@@ -328,9 +336,12 @@ class Objective:
 def train_student(
     run: RunConfig, data: GraphDataset, teachers: Sequence[TrainedModel], out_dir: Path,
     device: torch.device, quiet: bool = False, teacher_cache: bool = True,
+    checkpoint_every: float = 30.0, fresh: bool = False, log=print,
 ) -> tuple[TrainedModel, dict]:
     """Train the student with ``run.distill.method``; save ``student-<method>.pt``.
 
+    While training, the state is saved to ``student-<method>.resume`` every ``checkpoint_every``
+    seconds and an interrupted training continues from it (``fresh`` ignores it).
     Returns the trained student and a dict of method details for ``results.json``.
     """
     cfg = run.distill
@@ -340,9 +351,19 @@ def train_student(
     student = GNN(data.num_features, data.num_classes, run.student).to(device)
     objective = Objective(cfg, dev_data, teachers, student, teacher_cache=teacher_cache)
     train_cfg = objective.train_config(run.student_train)
+    path = out_dir / f"student-{cfg.method}.pt"
+    # The teachers' bytes, not their names: retrained teachers make a saved state stale.
+    key = training_key(run.student, train_cfg, run.seed, data, distill=dataclasses.asdict(cfg),
+                       teachers=[file_digest(t.path) if t.path else t.name
+                                 for t in objective.teachers])
+    resume = Resume(resume_path(path), key, every_s=checkpoint_every,
+                    get_extra=objective.state, set_extra=objective.load_state,
+                    log=None if quiet else log)
+    if fresh:
+        resume.discard()
     result = fit(student, dev_data, train_cfg, terms=objective.terms(),
                  extra_modules=objective.extra_modules, seed=run.seed,
-                 desc=f"student-{cfg.method}", quiet=quiet)
+                 desc=f"student-{cfg.method}", quiet=quiet, resume=resume)
     test, _ = evaluate_split(student, dev_data, "test")
     details = {
         "method": cfg.method,
@@ -355,9 +376,9 @@ def train_student(
         "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in h.items()}
                     for h in result.history],
     }
-    path = out_dir / f"student-{cfg.method}.pt"
     save_checkpoint(path, checkpoint_payload("student", student, data, train_cfg, run.seed,
                                              result, test, extra={"distill": details}))
+    resume.discard()
     student.eval()
     trained = TrainedModel(f"student-{cfg.method}", student, run.student,
                            count_parameters(student), result.val, test, result.best_epoch,

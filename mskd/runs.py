@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import torch
 
@@ -88,3 +90,138 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise CheckpointError(f"{p} is not an mskd checkpoint (missing fields)")
     return payload
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """Path and values of the first place where two JSON-like trees differ, or ``None``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path} ({a!r} there, {b!r} now)"
+
+
+# --- resume states ---------------------------------------------------------------------------------
+
+RESUME_SUFFIX = ".resume"
+
+
+def resume_path(checkpoint: Path) -> Path:
+    """Where the training state behind ``checkpoint`` is kept until it is written.
+
+    Not ``*.pt``: globbing a run directory for checkpoints must not pick up half-trained states.
+    """
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + RESUME_SUFFIX)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (identifies a checkpoint whatever its name or mtime)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_resume_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable state means the same to the user
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"unreadable resume state {path} ({msg}); delete it (or use --force) to start that "
+            "model over"
+        ) from None
+    if not isinstance(state, dict) or "epoch" not in state or "key" not in state:
+        raise CheckpointError(f"{path} is not an mskd resume state; delete it to start over")
+    return state
+
+
+# --- run directory locks ---------------------------------------------------------------------------
+
+LOCK_NAME = ".mskd.lock"
+
+
+@final
+class RunLock:
+    """Exclusive use of a directory by one mskd process.
+
+    ``DIR/.mskd.lock`` names the owner (host, pid, start time) for the error message; exclusion
+    itself is an OS advisory lock (``flock``) on that file, which the kernel drops when the owner
+    dies, ``kill -9`` included. A lock file left by a dead process is therefore stale by
+    construction: the next process takes it over and says so. Used as a context manager.
+    On systems without ``fcntl`` (Windows) no lock is taken.
+    """
+
+    def __init__(self, directory: Path, log=None) -> None:
+        self.path = Path(directory) / LOCK_NAME
+        self.log = log
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise RunDirError(
+                    f"{self.path.parent} is in use by another mskd process (pid "
+                    f"{owner.get('pid', '?')} on {owner.get('host', '?')}, since "
+                    f"{owner.get('since', '?')}); wait for it to finish or use another --out"
+                ) from None
+            # The previous owner may have removed the file between our open and our lock: then
+            # we locked an orphan inode and must start again on the new file.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = _read_owner(fd)
+        if previous and self.log is not None:
+            self.log(f"taking over the stale lock of pid {previous.get('pid', '?')} (process ended "
+                     f"without releasing it) in {self.path.parent}")
+        me = {"host": socket.gethostname(), "pid": os.getpid(),
+              "since": datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            # Unlink while still holding the lock, so nobody can lock the old inode after us.
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_owner(fd: int) -> dict[str, Any]:
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}

@@ -18,8 +18,8 @@ from . import __version__
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import GraphDataset
 from .models import GNN, count_parameters
-from .runs import CheckpointError, load_checkpoint, save_checkpoint
-from .train import FitResult, evaluate_split, fit, seed_everything
+from .runs import CheckpointError, RunLock, load_checkpoint, resume_path, save_checkpoint
+from .train import FitResult, Resume, evaluate_split, fit, seed_everything
 
 
 @dataclass
@@ -121,16 +121,27 @@ def _reuse(path: Path, cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
 
 def train_or_load_teachers(
     run: RunConfig, data: GraphDataset, teacher_dir: Path, device: torch.device,
-    quiet: bool = False, log=print,
+    quiet: bool = False, log=print, checkpoint_every: float = 30.0, fresh: bool = False,
 ) -> list[TrainedModel]:
-    """One trained teacher per configured depth, reusing matching checkpoints in ``teacher_dir``."""
+    """One trained teacher per configured depth, reusing matching checkpoints in ``teacher_dir``.
+
+    A teacher being trained saves its state to ``teacher-L.resume`` every ``checkpoint_every``
+    seconds, and an interrupted one continues from there. ``fresh`` retrains every teacher and
+    ignores saved states (``--force``). ``teacher_dir`` is locked while in use, so two runs that
+    share it cannot train the same teacher at once.
+    """
+    with RunLock(teacher_dir, log=None if quiet else log):
+        return _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh)
+
+
+def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh):
     teachers = []
     dev_data = data.to(device)
     for cfg in run.teachers:
         name = f"teacher-{cfg.hidden_layers}"
         path = teacher_dir / f"{name}.pt"
         seed = teacher_seed(run.seed, cfg.hidden_layers)
-        if path.exists():
+        if path.exists() and not fresh:
             payload = _reuse(path, cfg, run.teacher_train, seed, data)
             model = model_from_checkpoint(payload, path).to(device)
             m = payload["metrics"]
@@ -141,10 +152,16 @@ def train_or_load_teachers(
             continue
         seed_everything(seed)
         model = GNN(data.num_features, data.num_classes, cfg).to(device)
-        result = fit(model, dev_data, run.teacher_train, seed=seed, desc=name, quiet=quiet)
+        resume = Resume(resume_path(path), training_key(cfg, run.teacher_train, seed, data),
+                        every_s=checkpoint_every, log=None if quiet else log)
+        if fresh:
+            resume.discard()
+        result = fit(model, dev_data, run.teacher_train, seed=seed, desc=name, quiet=quiet,
+                     resume=resume)
         test, _ = evaluate_split(model, dev_data, "test")
         save_checkpoint(path, checkpoint_payload("teacher", model, data, run.teacher_train,
                                                  seed, result, test))
+        resume.discard()
         model.eval()
         teachers.append(TrainedModel(name, model, cfg, count_parameters(model), result.val, test,
                                      result.best_epoch, result.train_s, path, False))
@@ -152,3 +169,10 @@ def train_or_load_teachers(
         for p in t.model.parameters():
             p.requires_grad_(False)
     return teachers
+
+
+def training_key(cfg: ModelConfig, train_cfg: TrainConfig, seed: int, data: GraphDataset,
+                 **extra: Any) -> dict[str, Any]:
+    """What a saved training state must match to be resumed (see :class:`mskd.train.Resume`)."""
+    return {"model_config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(train_cfg),
+            "seed": seed, "dataset": data.name, "fingerprint": data.fingerprint(), **extra}

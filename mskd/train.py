@@ -3,6 +3,11 @@
 Objective per step: ``task_loss + sum_i weight_i(epoch) * term_i(step)``. Distillation adds its
 terms (LSP, KD, ...) as :class:`LossTerm` objects; the loop itself knows nothing about teachers.
 
+Resume: with a :class:`Resume`, the whole training state (weights, optimiser, epoch, best so far,
+history and every random number generator) is saved atomically at the end of an epoch at most
+every ``every_s`` seconds; a later call with the same ``Resume`` continues from it and, on CPU,
+reaches bit-identical weights and numbers to an uninterrupted run.
+
 Model selection: after every epoch the model is scored on the validation split with the one
 evaluator; the best epoch (higher score, ties broken by lower validation loss) is kept, training
 stops after ``patience`` epochs without improvement, and the best weights are restored. The test
@@ -17,6 +22,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +35,7 @@ from .config import TrainConfig
 from .data import GraphDataset
 from .evaluate import score
 from .losses import task_loss
+from .runs import CheckpointError, RunDirError, load_resume_state, save_checkpoint
 
 
 class TrainingError(RuntimeError):
@@ -86,6 +94,52 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class Resume:
+    """Where and how often :func:`fit` saves its state, and what the state must match.
+
+    ``key`` identifies the training (configs, seed, dataset fingerprint): a saved state with
+    another key belongs to different settings and is refused, never silently continued.
+    ``get_extra``/``set_extra`` carry state that lives outside the model (e.g. the attention log
+    of a distillation objective).
+    """
+
+    path: Path
+    key: dict[str, Any]
+    every_s: float = 30.0
+    get_extra: Callable[[], dict[str, Any]] | None = None
+    set_extra: Callable[[dict[str, Any]], None] | None = None
+    log: Callable[[str], None] | None = None
+
+    def discard(self) -> None:
+        """Drop the state once the final checkpoint is written."""
+        self.path.unlink(missing_ok=True)
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        # weights_only loading accepts tensors, not NumPy arrays.
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "batches": gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["batches"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def iterate_batches(graphs: Sequence[Data], batch_size: int, gen: torch.Generator) -> Iterator[Data]:
     """Whole-graph mini-batches in a seeded random order; one graph is yielded as it is."""
     if len(graphs) == 1:
@@ -125,6 +179,7 @@ def fit(
     seed: int = 0,
     desc: str = "train",
     quiet: bool = False,
+    resume: Resume | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data``'s train split, select on validation, restore the best weights.
 
@@ -137,13 +192,52 @@ def fit(
     best = (-1.0, float("inf"))
     best_epoch, since_best = 0, 0
     history: list[dict] = []
-    t0 = time.perf_counter()
+    first, elapsed, finished = 1, 0.0, False
+    if resume is not None and resume.path.exists():
+        state = load_resume_state(resume.path)
+        if state["key"] != resume.key:
+            raise RunDirError(
+                f"{resume.path} holds an interrupted training with different settings; rerun "
+                "with the original settings to resume it, or use --force (or another --out) to "
+                "start over"
+            )
+        try:
+            model.load_state_dict(state["model"])
+            for m, sd in zip(extra_modules, state["extra_modules"]):
+                m.load_state_dict(sd)
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{resume.path} does not fit this model ({e}); delete it to "
+                                  "start over") from None
+        best_state, best = state["best_state"], tuple(state["best"])
+        best_epoch, since_best = state["best_epoch"], state["since_best"]
+        history, elapsed, finished = state["history"], state["elapsed_s"], state["finished"]
+        first = state["epoch"] + 1
+        _set_rng_state(state["rng"], gen)
+        if resume.set_extra is not None:
+            resume.set_extra(state["extra"])
+        if resume.log is not None:
+            resume.log(f"{desc}: resuming after epoch {state['epoch']} from {resume.path}")
+    t0 = time.perf_counter() - elapsed
+    last_save = time.perf_counter()
+
+    def save_state(epoch: int, done: bool) -> None:
+        save_checkpoint(resume.path, {
+            "key": resume.key, "epoch": epoch, "finished": done,
+            "model": model.state_dict(), "extra_modules": [m.state_dict() for m in extra_modules],
+            "optimizer": opt.state_dict(), "best_state": best_state, "best": list(best),
+            "best_epoch": best_epoch, "since_best": since_best, "history": history,
+            "elapsed_s": time.perf_counter() - t0, "rng": _rng_state(gen),
+            "extra": resume.get_extra() if resume.get_extra is not None else {},
+        })
+
     # Logs (CI, nohup) are not terminals: redraw rarely there instead of a line per epoch.
     interactive = sys.stderr.isatty()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=quiet, leave=True,
-               dynamic_ncols=True, mininterval=0.1 if interactive else 30.0)
-    epoch = 0
-    for epoch in bar:
+    bar = tqdm(range(first, cfg.epochs + 1), desc=desc, disable=quiet or finished, leave=True,
+               dynamic_ncols=True, mininterval=0.1 if interactive else 30.0,
+               initial=first - 1, total=cfg.epochs)
+    epoch = first - 1
+    for epoch in ([] if finished else bar):
         model.train()
         for m in extra_modules:
             m.train()
@@ -164,9 +258,11 @@ def fit(
             for name, v in parts.items():
                 if not torch.isfinite(v):
                     model.load_state_dict(best_state)
+                    kept = (f"; the state after epoch {epoch - 1} is kept in {resume.path}"
+                            if resume is not None and resume.path.exists() else "")
                     raise TrainingError(
                         f"{desc}: loss term {name!r} is {v.item()} at epoch {epoch}; "
-                        f"stopped, best weights so far are from epoch {best_epoch}"
+                        f"stopped, best weights so far are from epoch {best_epoch}{kept}"
                     )
                 sums[name] = sums.get(name, 0.0) + v.item()
             opt.zero_grad(set_to_none=True)
@@ -184,7 +280,12 @@ def fit(
         else:
             since_best += 1
         bar.set_postfix(loss=f"{rec['task']:.3f}", val=f"{val:.4f}", best=f"{best[0]:.4f}@{best_epoch}")
-        if since_best >= cfg.patience:
+        done = since_best >= cfg.patience or epoch == cfg.epochs
+        if resume is not None and (done or time.perf_counter() - last_save >= resume.every_s):
+            # Saved after the stopping decision, so a resumed run stops exactly where this would.
+            save_state(epoch, done)
+            last_save = time.perf_counter()
+        if done:
             break
     bar.close()
     model.load_state_dict(best_state)

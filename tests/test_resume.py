@@ -1,0 +1,268 @@
+"""Interrupted training resumes exactly; run directories are locked; --force starts over.
+
+The kill tests run the real CLI in a subprocess, ``kill -9`` it while a model is training, run
+the same command again and require the numbers (and weights) of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mskd.cli import main
+from mskd.config import ModelConfig, TrainConfig
+from mskd.data import load_npz
+from mskd.models import GNN
+from mskd.runs import LOCK_NAME, CheckpointError, RunDirError, RunLock, resume_path
+from mskd.train import LossTerm, Resume, TrainingError, fit, seed_everything
+
+MODEL = ModelConfig(arch="gat", hidden_layers=2, hidden=8, heads=2)
+
+
+def _train(data, resume: Resume | None, terms=(), epochs: int = 30):
+    seed_everything(3)
+    model = GNN(data.num_features, data.num_classes, MODEL)
+    cfg = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=epochs, patience=epochs)
+    result = fit(model, data, cfg, terms=terms, seed=3, quiet=True, resume=resume)
+    return model, result
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(epoch: int) -> LossTerm:
+    def fn(step):
+        if step.epoch == epoch:
+            raise _Interrupt
+        return step.logits.new_zeros(())
+    return LossTerm("probe", fn)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_fit_interrupted_and_resumed_equals_uninterrupted(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+    ref_model, ref = _train(data, None, terms=[_interrupt_at(-1)])
+    resume = Resume(tmp_path / "m.resume", {"k": 1}, every_s=0.0)
+    with pytest.raises(_Interrupt):
+        _train(data, resume, terms=[_interrupt_at(17)])
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 16
+    model, res = _train(data, resume, terms=[_interrupt_at(-1)])
+    assert _same_weights(model, ref_model)
+    assert (res.best_epoch, res.val, res.val_loss) == (ref.best_epoch, ref.val, ref.val_loss)
+    assert [h["task"] for h in res.history] == [h["task"] for h in ref.history]
+
+
+def test_a_finished_state_is_not_trained_further(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+    resume = Resume(tmp_path / "m.resume", {"k": 1}, every_s=1e9)  # saved once: at the end
+    model, res = _train(data, resume, epochs=8)
+    state = torch.load(resume.path, weights_only=True)
+    assert state["finished"] and state["epoch"] == 8
+    again, res2 = _train(data, resume, epochs=8)
+    assert _same_weights(model, again) and res2.history == res.history
+
+
+def test_a_state_from_other_settings_is_refused(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+    resume = Resume(tmp_path / "m.resume", {"lr": 0.01}, every_s=0.0)
+    _train(data, resume, epochs=3)
+    with pytest.raises(RunDirError, match="interrupted training with different settings"):
+        _train(data, Resume(resume.path, {"lr": 0.1}), epochs=3)
+
+
+def test_a_corrupt_state_is_a_clear_error(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+    path = tmp_path / "m.resume"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="unreadable resume state"):
+        _train(data, Resume(path, {}), epochs=3)
+
+
+def test_non_finite_loss_names_term_and_epoch_and_keeps_last_good_state(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+
+    def explode(step):
+        return step.logits.new_tensor(float("nan") if step.epoch == 6 else 0.0)
+
+    resume = Resume(tmp_path / "m.resume", {}, every_s=0.0)
+    with pytest.raises(TrainingError, match=r"loss term 'boom' is nan at epoch 6.*kept in"):
+        _train(data, resume, terms=[LossTerm("boom", explode)])
+    state = torch.load(resume.path, weights_only=True)
+    assert state["epoch"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_exploding_inputs_stop_the_cli_with_exit_1_and_keep_the_state(tiny_graph, write_npz,
+                                                                          tmp_path, capsys):
+    g = dict(tiny_graph)
+    g["x"] = g["x"] * 1e36  # finite in float32 (so accepted), overflows inside the network
+    path = write_npz(g, "huge.npz")
+    out = tmp_path / "run"
+    code = main(["distill", "--dataset", str(path), "--method", "none", "--teacher-depths", "1",
+                 "--epochs", "3", "--out", str(out), "--quiet", "--checkpoint-every", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert re.match(r"mskd: error: teacher-1: loss term 'task' is (nan|inf) at epoch \d+; "
+                    r"stopped, .* kept in .*teacher-1\.resume$", err), err
+    assert (out / "teachers" / "teacher-1.resume").exists()
+    assert not (out / "results.json").exists()
+
+
+# --- kill -9 through the CLI ----------------------------------------------------------------------
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mskd.cli", *args]
+
+
+def _kill_when(cmd: list[str], marker: Path, timeout: float = 120.0) -> None:
+    """Start ``cmd``; SIGKILL it as soon as ``marker`` exists (it must, before the run ends)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"run ended before {marker.name} appeared: nothing to kill"
+        assert time.monotonic() < end, f"{marker} never appeared"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _student_record(out: Path) -> dict:
+    s = json.loads((out / "results.json").read_text())["student"]
+    return {k: s[k] for k in ("val", "test", "best_epoch", "history", "mean_attention")}
+
+
+def _teacher_metrics(out: Path) -> list:
+    return [{k: t[k] for k in ("val", "test", "best_epoch")}
+            for t in json.loads((out / "results.json").read_text())["teachers"]]
+
+
+@pytest.mark.slow
+def test_distill_killed_mid_training_resumes_to_the_same_numbers(tiny_npz, tmp_path):
+    args = ["distill", "--dataset", str(tiny_npz), "--method", "mskd", "--teacher-depths", "1,2",
+            "--epochs", "40", "--patience", "40", "--quiet"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(*args, "--out", str(ref)), check=True, stdout=subprocess.DEVNULL)
+    for kill_in in ("teachers/teacher-2", "student-mskd"):
+        out = tmp_path / kill_in.replace("/", "-")
+        cmd = _cli(*args, "--out", str(out), "--checkpoint-every", "0")
+        _kill_when(cmd, out / f"{kill_in}.resume")
+        assert not (out / "results.json").exists()
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        # The dead process's lock did not block the rerun, and nothing half-done is left.
+        assert not list(out.rglob("*.resume")) and not (out / LOCK_NAME).exists()
+        assert _student_record(out) == _student_record(ref)
+        assert _teacher_metrics(out) == _teacher_metrics(ref)
+        a = torch.load(out / "student-mskd.pt", weights_only=True)["state_dict"]
+        b = torch.load(ref / "student-mskd.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_compare_killed_mid_cell_resumes_to_the_same_table(tiny_npz, tmp_path):
+    args = ["compare", "--dataset", str(tiny_npz), "--seeds", "0-1", "--methods", "none,kd",
+            "--teacher-depths", "1", "--epochs", "30", "--patience", "30", "--quiet"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(*args, "--out", str(ref)), check=True, stdout=subprocess.DEVNULL)
+    out = tmp_path / "killed"
+    cmd = _cli(*args, "--out", str(out), "--checkpoint-every", "0")
+    _kill_when(cmd, out / "seed1" / "kd" / "student-kd.resume")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+    def table(path: Path) -> list:
+        rows = json.loads((path / "compare.json").read_text())["rows"]
+        return [{k: r[k] for k in ("name", "val_mean", "val_std", "test_mean", "test_std")}
+                for r in rows]
+
+    assert table(out) == table(ref)
+
+
+# --- locks and --force ------------------------------------------------------------------------------
+
+
+def test_second_process_on_a_run_directory_is_refused(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    hold = ("import sys, time; from mskd.runs import RunLock; "
+            "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(["distill", "--dataset", str(tiny_npz), "--method", "none", "--epochs", "2",
+                     "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert f"in use by another mskd process (pid {holder.pid}" in err and "\n" not in err
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its owner is dead now: the lock is stale and the next run takes it over.
+    code = main(["distill", "--dataset", str(tiny_npz), "--method", "none",
+                 "--teacher-depths", "1", "--epochs", "2", "--out", str(out)])
+    assert code == 0
+    assert f"taking over the stale lock of pid {holder.pid}" in capsys.readouterr().err
+
+
+def test_lock_is_exclusive_within_a_process_and_released(tmp_path):
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+        with pytest.raises(RunDirError, match="in use by another mskd process"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / LOCK_NAME).exists()
+    with RunLock(tmp_path):  # free again
+        pass
+
+
+def _distill(npz: Path, out: Path, *extra: str) -> int:
+    return main(["distill", "--dataset", str(npz), "--method", "none", "--teacher-depths", "1",
+                 "--epochs", "3", "--out", str(out), "--quiet", *extra])
+
+
+def test_finished_run_is_refused_then_started_over_with_force(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _distill(tiny_npz, out) == 0
+    first = (out / "results.json").read_bytes()
+    assert _distill(tiny_npz, out) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == first
+    mtime = (out / "teachers" / "teacher-1.pt").stat().st_mtime_ns
+    assert _distill(tiny_npz, out, "--force") == 0
+    assert (out / "teachers" / "teacher-1.pt").stat().st_mtime_ns != mtime  # retrained
+
+
+def test_interrupted_run_with_other_settings_is_refused(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _distill(tiny_npz, out) == 0
+    (out / "results.json").unlink()  # as if killed before the end
+    assert _distill(tiny_npz, out, "--lr", "0.1") == 2
+    err = capsys.readouterr().err
+    assert "holds an interrupted run with other settings" in err and "lr" in err
+    assert _distill(tiny_npz, out, "--lr", "0.1", "--force") == 0
+
+
+def test_resume_state_is_never_mistaken_for_a_checkpoint(tmp_path):
+    assert resume_path(tmp_path / "teacher-2.pt") == tmp_path / "teacher-2.resume"
+
+
+def test_bad_checkpoint_interval_is_a_usage_error(tiny_npz, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--dataset", str(tiny_npz), "--checkpoint-every", "-1"])
+    assert e.value.code == 2
+    assert "expected seconds >= 0" in capsys.readouterr().err
