@@ -368,6 +368,126 @@ def load_dataset(
 _NPZ_REQUIRED = ("x", "edge_index", "y")
 _NPZ_MASKS = ("train_mask", "val_mask", "test_mask")
 
+# numpy dtype kinds: b bool, i signed int, u unsigned int, f float. Checked by kind rather than
+# np.issubdtype, which counts timedelta64 as an integer and lets complex or void slip into np.isin.
+_INT = "iu"
+_NUMERIC = "biuf"
+
+
+def _key_name(key: str) -> str:
+    # Key names come from the user's file: quote odd ones so a control character cannot break
+    # the one-line error message.
+    return key if key.isidentifier() else repr(key)
+
+
+def _reason(e: BaseException) -> str:
+    """``Type: first line of the message``, short enough for a one-line error."""
+    text = " ".join(str(e).split())[:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    try:
+        # Our own handle: np.load leaks the one it opens when the zip directory is unreadable.
+        with open(p, "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise DataError(
+                    f"{p} holds a single array (.npy), not a .npz archive of named arrays; "
+                    "save it with np.savez(path, x=..., edge_index=..., y=...)"
+                )
+            with loaded as z:
+                arrays = {k: z[k] for k in z.files}
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip/pickle/format errors all mean "not a valid npz"
+        raise DataError(f"{p} is not a readable .npz file ({_reason(e)})") from None
+    # A zip member that is not in .npy format comes back as raw bytes, not as an array.
+    raw = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if raw:
+        raise DataError(
+            f"{p}: member(s) {', '.join(map(_key_name, raw))} are not .npy arrays; "
+            "write the file with np.savez"
+        )
+    return arrays
+
+
+def _features(p: Path, x: np.ndarray) -> Tensor:
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise DataError(f"{p}: x must have shape [N, F] with N, F > 0, got {list(x.shape)}")
+    if x.dtype.kind not in _NUMERIC:
+        raise DataError(f"{p}: x must be numeric (bool, int or float), got dtype {x.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        # Training runs in float32: a float64 feature beyond its range would become inf there.
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"{p}: x contains NaN or infinite values")
+        raise DataError(
+            f"{p}: x has values beyond float32's range (|x| > {np.finfo(np.float32).max:.3g}); "
+            "rescale the features"
+        )
+    return torch.from_numpy(x32)
+
+
+def _edges(p: Path, ei: np.ndarray, n: int) -> Tensor:
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise DataError(f"{p}: edge_index must have shape [2, E], got {list(ei.shape)}")
+    if ei.dtype.kind not in _INT:
+        raise DataError(f"{p}: edge_index must be an integer array, got dtype {ei.dtype}")
+    if ei.size and (ei.min() < 0 or ei.max() >= n):
+        raise DataError(
+            f"{p}: edge_index refers to node {int(ei.max() if ei.max() >= n else ei.min())}, "
+            f"outside 0..{n - 1}"
+        )
+    return torch.from_numpy(ei.astype(np.int64))
+
+
+def _labels(p: Path, y: np.ndarray, n: int) -> tuple[str, int, Tensor]:
+    """(task, number of classes, targets) from ``y`` [N] class ids or [N, C] 0/1."""
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise DataError(f"{p}: y must have shape [N] or [N, C] with C > 0, got {list(y.shape)}")
+    if y.shape[0] != n:
+        raise DataError(f"{p}: y has {y.shape[0]} rows but x has {n} nodes")
+    if y.ndim == 2:
+        if y.dtype.kind not in _NUMERIC or not np.isin(y, (0, 1)).all():
+            raise DataError(f"{p}: multi-label y must contain only 0 and 1 (got dtype {y.dtype})")
+        return MULTI, y.shape[1], torch.from_numpy(y.astype(np.float32))
+    if y.dtype.kind not in _INT:
+        raise DataError(f"{p}: single-label y must be integer class ids, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{p}: labels out of range: found {int(y.min())}, must be >= 0")
+    num_classes = int(y.max()) + 1
+    present = np.unique(y)
+    if present.size < num_classes:
+        # Gaps would silently become classes no node has (and a stray huge id a huge model).
+        # ``present`` is sorted: the first gap is the first position whose value differs.
+        gap = int(np.flatnonzero(present != np.arange(present.size))[0])
+        raise DataError(
+            f"{p}: labels out of range: classes must be numbered 0..C-1 without gaps; "
+            f"max label {num_classes - 1} but no node has class {gap}"
+        )
+    if num_classes < 2:
+        raise DataError(f"{p}: y has a single class; at least 2 are needed")
+    return SINGLE, num_classes, torch.from_numpy(y.astype(np.int64))
+
+
+def _given_masks(p: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[Tensor, ...]:
+    masks = []
+    for k in _NPZ_MASKS:
+        m = arrays[k]
+        if m.shape != (n,):
+            raise DataError(f"{p}: {k} must have shape [{n}], got {list(m.shape)}")
+        if m.dtype != np.bool_ and not (m.dtype.kind in _INT and np.isin(m, (0, 1)).all()):
+            raise DataError(f"{p}: {k} must be boolean (or 0/1), got dtype {m.dtype}")
+        masks.append(torch.from_numpy(m.astype(bool)))
+    if (masks[0] & masks[1]).any() or (masks[0] & masks[2]).any() or (masks[1] & masks[2]).any():
+        raise DataError(f"{p}: train/val/test masks overlap")
+    for k, m in zip(_NPZ_MASKS, masks):
+        if not m.any():
+            raise DataError(f"{p}: {k} selects no nodes")
+    return tuple(masks)
+
 
 def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
     """Load a user's graph from ``.npz``; every inconsistency is a :class:`DataError`.
@@ -375,100 +495,44 @@ def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
     Keys: ``x`` [N, F] float, ``edge_index`` [2, E] int (row 0 source, row 1 target), ``y`` [N]
     int class ids or [N, C] 0/1 multi-label targets, optional ``train_mask``/``val_mask``/
     ``test_mask`` [N] bool. Without masks: stratified 20/30 per class (single-label) or a random
-    60/20/20 split (multi-label), both from ``split_seed``.
+    60/20/20 split (multi-label), both from ``split_seed``. Any other key is an error (a typo such
+    as ``trian_mask`` must not silently fall back to a random split). The file is read without
+    unpickling: object arrays are refused, never executed.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"graph file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - zip/pickle/format errors all mean "not a valid npz"
-        raise DataError(f"{p} is not a readable .npz file ({type(e).__name__}: {e})") from None
+    arrays = _read_npz(p)
     missing = [k for k in _NPZ_REQUIRED if k not in arrays]
     if missing:
         raise DataError(f"{p}: missing key(s) {', '.join(missing)}; required: x, edge_index, y")
     extra = sorted(set(arrays) - set(_NPZ_REQUIRED) - set(_NPZ_MASKS))
     if extra:
         raise DataError(
-            f"{p}: unexpected key(s) {', '.join(extra)}; allowed: "
+            f"{p}: unexpected key(s) {', '.join(map(_key_name, extra))}; allowed: "
             f"{', '.join(_NPZ_REQUIRED + _NPZ_MASKS)}"
         )
-    x, ei, y = arrays["x"], arrays["edge_index"], arrays["y"]
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise DataError(f"{p}: x must have shape [N, F] with N, F > 0, got {list(x.shape)}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
-            or x.dtype == np.bool_):
-        raise DataError(f"{p}: x must be numeric, got dtype {x.dtype}")
-    if not np.isfinite(x.astype(np.float64)).all():
-        raise DataError(f"{p}: x contains NaN or infinite values")
-    n = x.shape[0]
-    if ei.ndim != 2 or ei.shape[0] != 2:
-        raise DataError(f"{p}: edge_index must have shape [2, E], got {list(ei.shape)}")
-    if not np.issubdtype(ei.dtype, np.integer):
-        raise DataError(f"{p}: edge_index must be an integer array, got dtype {ei.dtype}")
-    if ei.size and (ei.min() < 0 or ei.max() >= n):
-        raise DataError(
-            f"{p}: edge_index refers to node {int(ei.max() if ei.max() >= n else ei.min())}, "
-            f"outside 0..{n - 1}"
-        )
-    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
-        raise DataError(f"{p}: y must have shape [N] or [N, C] with C > 0, got {list(y.shape)}")
-    if y.shape[0] != n:
-        raise DataError(f"{p}: y has {y.shape[0]} rows but x has {n} nodes")
-    if y.ndim == 1:
-        task = SINGLE
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{p}: single-label y must be integer class ids, got dtype {y.dtype}")
-        if y.min() < 0:
-            raise DataError(f"{p}: labels out of range: found {int(y.min())}, must be >= 0")
-        num_classes = int(y.max()) + 1
-        present = np.unique(y)
-        if present.size < num_classes:
-            # Gaps would silently become classes no node has (and a stray huge id a huge model).
-            # ``present`` is sorted: the first gap is the first position whose value differs.
-            gap = int(np.flatnonzero(present != np.arange(present.size))[0])
-            raise DataError(
-                f"{p}: labels out of range: classes must be numbered 0..C-1 without gaps; "
-                f"max label {num_classes - 1} but no node has class {gap}"
-            )
-        if num_classes < 2:
-            raise DataError(f"{p}: y has a single class; at least 2 are needed")
-        yt = torch.from_numpy(y.astype(np.int64))
-    else:
-        task = MULTI
-        if not np.isin(y, (0, 1)).all():
-            raise DataError(f"{p}: multi-label y must contain only 0 and 1")
-        num_classes = y.shape[1]
-        yt = torch.from_numpy(y.astype(np.float32))
+    xt = _features(p, arrays["x"])
+    n = xt.shape[0]
+    eit = _edges(p, arrays["edge_index"], n)
+    task, num_classes, yt = _labels(p, arrays["y"], n)
     present = [k for k in _NPZ_MASKS if k in arrays]
     if present and len(present) != 3:
         raise DataError(f"{p}: give all three masks or none; found only {', '.join(present)}")
     info: dict = {"source": str(p.resolve()), "split_seed": None}
     if present:
-        masks = []
-        for k in _NPZ_MASKS:
-            m = arrays[k]
-            if m.shape != (n,):
-                raise DataError(f"{p}: {k} must have shape [{n}], got {list(m.shape)}")
-            if m.dtype != np.bool_ and not (np.issubdtype(m.dtype, np.integer)
-                                            and np.isin(m, (0, 1)).all()):
-                raise DataError(f"{p}: {k} must be boolean (or 0/1), got dtype {m.dtype}")
-            masks.append(torch.from_numpy(m.astype(bool)))
-        if (masks[0] & masks[1]).any() or (masks[0] & masks[2]).any() or (masks[1] & masks[2]).any():
-            raise DataError(f"{p}: train/val/test masks overlap")
-        for k, m in zip(_NPZ_MASKS, masks):
-            if not m.any():
-                raise DataError(f"{p}: {k} selects no nodes")
-        masks = tuple(masks)
+        masks = _given_masks(p, arrays, n)
     elif task == SINGLE:
         masks = stratified_split(yt, num_classes, seed=split_seed)
         info["split_seed"] = split_seed
         info["split"] = "stratified 20 train / 30 val per class, rest test"
     else:
         masks = random_split(n, seed=split_seed)
+        if not all(m.any() for m in masks):
+            raise DataError(
+                f"{p}: {n} nodes are too few for a random 60/20/20 split (a split would be "
+                "empty); give train_mask, val_mask and test_mask"
+            )
         info["split_seed"] = split_seed
         info["split"] = "random 60/20/20"
-    xt = torch.from_numpy(x.astype(np.float32))
-    eit = torch.from_numpy(ei.astype(np.int64))
     return _transductive(p.stem, task, num_classes, xt, eit, yt, masks, info)

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import tempfile
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, final
@@ -51,8 +52,11 @@ def _atomic(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+            # A full disk fails in write/fsync, whose errors name no file: name the one we lost.
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -82,8 +86,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
-        # weights_only: a checkpoint is data, never code to execute.
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        # weights_only: a checkpoint is data, never code to execute. Its unpickler warns about
+        # the pickle protocol of some damaged files; the error below says all there is to say,
+        # on one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, wrong format
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"corrupt or unreadable checkpoint {p}: {msg}") from None

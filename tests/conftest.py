@@ -9,6 +9,7 @@ and every test runs with a temporary working directory (``runs/`` defaults land 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +70,26 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(root.rglob("*"))
     }
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run ``mskd.cli.main(argv)``, expect exit code 2 and exactly one ``mskd: error:`` line on
+    stderr (no traceback, no warning); return that line."""
+    from mskd.cli import main
+
+    with warnings.catch_warnings(record=True) as caught:
+        # Outside pytest, Python prints these on stderr, above the one error line.
+        warnings.simplefilter("always")
+        code = main(argv)
+    shown = [w for w in caught if not issubclass(w.category, DeprecationWarning)]
+    captured = capsys.readouterr()
+    assert not shown, [f"{w.category.__name__}: {w.message}" for w in shown]
+    assert code == 2, captured
+    assert "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("mskd: error: ")
+    return lines[0]
 
 
 # --- synthetic graphs --------------------------------------------------------------------------

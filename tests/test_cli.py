@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error as _fail
 from conftest import make_graph
 
 from mskd.cli import main
@@ -20,18 +21,6 @@ from mskd.data import DATASETS
 from mskd.models import GNN, count_parameters
 
 EPOCHS = 20
-
-
-def _fail(capsys, argv: list[str]) -> str:
-    """Run the CLI, expect exit code 2 and exactly one ``mskd: error:`` line; return it."""
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    assert "Traceback" not in captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("mskd: error: ")
-    return lines[0]
 
 
 def _files(root: Path) -> dict[str, bytes]:
