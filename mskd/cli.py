@@ -558,29 +558,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(message: object, code: int = EXIT_USAGE) -> int:
+    # One line whatever the message holds (paths with newlines, multi-line library errors): log
+    # scrapers and the tests rely on it.
+    print("mskd: error: " + " ".join(str(message).split()), file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (CliError, DataError, ConfigError, CheckpointError, RunDirError) as e:
-        print(f"mskd: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(e)
     except ValueError as e:  # bad --device and similar argument values
-        print(f"mskd: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(e)
     except OSError as e:  # disk full, permission denied while writing
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"mskd: error: {e.strerror or e}{where}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
         print("mskd: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as e:
         from .train import TrainingError
         if isinstance(e, TrainingError):
-            print(f"mskd: error: {e}", file=sys.stderr)
-            return 1
+            return _error(e, code=1)
         raise
 
 

@@ -283,8 +283,10 @@ def test_disk_full_through_the_cli(capsys, tmp_path, tiny_npz, monkeypatch) -> N
     out.mkdir()
     (out / "config.json").write_text('{"from": "an earlier attempt"}\n')
     monkeypatch.setattr(os, "fsync", _disk_full)
+    # --force: the earlier attempt's config differs, so without it the run is refused before
+    # anything is written.
     msg = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--epochs", "1", "--quiet",
-                             "--device", "cpu", "--out", str(out)])
+                             "--device", "cpu", "--out", str(out), "--force"])
     assert msg == f"mskd: error: No space left on device: {out / 'config.json'}"
     assert (out / "config.json").read_text() == '{"from": "an earlier attempt"}\n'
     leftovers = [p.name for p in out.rglob("*") if p.suffix == ".tmp" or ".write-test-" in p.name]
