@@ -90,7 +90,10 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(
+    parser = get_args_parser()
+    # Otherwise argparse reads mskd's --nproc as an abbreviation of torchrun's --nproc-per-node.
+    parser.allow_abbrev = False
+    args = parser.parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", "--module", "mskd.cli", *argv])
     try:
         run(args)
