@@ -72,7 +72,8 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora",
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default,
                    help="dataset name (cora, citeseer, pubmed, ppi, amazon-computers, "
-                        "amazon-photo, coauthor-cs, coauthor-physics) or a PATH.npz of your own "
+                        "amazon-photo, coauthor-cs, coauthor-physics, ogbn-arxiv, ogbn-products) or a "
+                        "PATH.npz of your own "
                         f"graph (default: {default or default_help})")
     g.add_argument("--data-root", default=None,
                    help="folder holding PyG dataset folders (Planetoid/, Amazon/, ...); default "

@@ -283,6 +283,16 @@ PRESETS: dict[str, RunConfig] = {
     "coauthor-physics": _preset(
         "coauthor-physics", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN
     ),
+    # OGB's large graphs (no paper setting): the co-purchase GAT family, trained on
+    # neighbour-sampled mini-batches by default (docs/scale.md); OGB's official splits.
+    "ogbn-arxiv": dataclasses.replace(
+        _preset("ogbn-arxiv", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN),
+        scale=ScaleConfig("neighbor"),
+    ),
+    "ogbn-products": dataclasses.replace(
+        _preset("ogbn-products", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN),
+        scale=ScaleConfig("neighbor"),
+    ),
     # A user's own graph: the citation setting is a reasonable start for small graphs.
     "npz": _preset("npz", _CITATION_TEACHER, _CITATION_STUDENT, _CITATION_TRAIN),
 }
