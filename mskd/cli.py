@@ -7,12 +7,14 @@ as one line ``mskd: error: ...`` with exit code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+from . import distributed
 from .config import ConfigError, RunConfig, preset, with_depths
 from .data import DATASETS, DataError, canonical_name, load_dataset
 from .distill import METHODS
@@ -70,7 +72,8 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora",
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default,
                    help="dataset name (cora, citeseer, pubmed, ppi, amazon-computers, "
-                        "amazon-photo, coauthor-cs, coauthor-physics) or a PATH.npz of your own "
+                        "amazon-photo, coauthor-cs, coauthor-physics, ogbn-arxiv, ogbn-products) or a "
+                        "PATH.npz of your own "
                         f"graph (default: {default or default_help})")
     g.add_argument("--data-root", default=None,
                    help="folder holding PyG dataset folders (Planetoid/, Amazon/, ...); default "
@@ -116,6 +119,35 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="hidden layers of each teacher (default 1,2,3)")
     t.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default gat)")
+
+
+def _add_scale_args(p: argparse.ArgumentParser, nproc: bool = False) -> None:
+    g = p.add_argument_group("large graphs (docs/scale.md)")
+    g.add_argument("--sampler", choices=("full", "neighbor"), default=None,
+                   help="full: every step sees the whole graph (default); neighbor: mini-batches "
+                        "of seed nodes with sampled neighbourhoods (PyG NeighborLoader), exact "
+                        "layer-wise inference for teacher targets and evaluation")
+    g.add_argument("--fanout", type=_ints, default=None, metavar="K1,K2,...",
+                   help="--sampler neighbor: neighbours sampled per node at each hop, -1 = all; "
+                        "deeper models repeat the last value (default 15,10,5)")
+    g.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="--sampler neighbor: seed nodes per step and process (default 1024)")
+    g.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help="--sampler neighbor: target nodes per chunk of layer-wise inference "
+                        "(default 4096)")
+    if nproc:
+        g.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train the student in N local processes with torch.distributed "
+                            "(DDP; gloo on CPU, nccl on GPU); needs --sampler neighbor. The same "
+                            "as `torchrun --nproc-per-node N -m mskd.cli ...`")
+
+
+def _scale_config(args: argparse.Namespace, cfg: RunConfig) -> RunConfig:
+    over = {k: getattr(args, k) for k in ("sampler", "fanout", "batch_size", "chunk_size")
+            if getattr(args, k, None) is not None}
+    if not over:
+        return cfg
+    return dataclasses.replace(cfg, scale=dataclasses.replace(cfg.scale, **over))
 
 
 def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) -> None:
@@ -190,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common_args(p)
     _add_distill_args(p, "mskd")
+    _add_scale_args(p, nproc=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("distill", help="distil a student with one method (teachers trained if missing)",
@@ -198,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common_args(p)
     _add_distill_args(p, "mskd")
+    _add_scale_args(p, nproc=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("teachers", help="train or reuse the teachers only",
@@ -205,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_common_args(p, force_help="retrain every teacher in the teacher directory, ignoring "
                                     "matching checkpoints and saved training states")
+    _add_scale_args(p)
     p.set_defaults(func=cmd_teachers)
 
     p = sub.add_parser("compare", help="teachers and student methods over several seeds: "
@@ -221,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also draw OUT/compare.png (needs matplotlib)")
     _add_training_args(p)
     _add_distill_args(p, None)
+    _add_scale_args(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("degree", help="test metric by node in-degree bucket, per teacher and "
@@ -290,6 +326,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.teacher_depths:
         teachers = with_depths(teachers[0], args.teacher_depths)
     cfg = dataclasses.replace(cfg, teachers=teachers)
+    cfg = _scale_config(args, cfg)
     if hasattr(args, "method"):
         from .distill import faithful
         from .distill import validate as validate_distill
@@ -380,6 +417,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .teachers import train_or_load_teachers
     from .train import resolve_device
 
+    if getattr(args, "nproc", 1) != 1 or distributed.launched():
+        return _run_distributed(args)
     t0 = time.perf_counter()
     cfg = resolve_config(args)
     device = resolve_device(args.device)
@@ -407,6 +446,61 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"mean teacher weights: {weights}")
     print(f"results in {out / 'results.json'}")
     return 0
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """``cmd_run`` as one rank of a torchrun launch (or, with ``--nproc N``, the launch itself).
+
+    Rank 0 prepares the run directory and trains or checks the teachers while the other ranks
+    wait; then every rank loads them and trains its shard of the student's seeds under DDP; rank
+    0 alone writes checkpoints and results.
+    """
+    from .distill import train_student
+    from .report import format_table, model_row, results_record
+    from .teachers import load_trained_teachers, train_or_load_teachers
+    from .train import resolve_device
+
+    t0 = time.perf_counter()
+    cfg = resolve_config(args)
+    if cfg.scale.sampler != "neighbor":
+        raise CliError("several processes train with mini-batches: add --sampler neighbor")
+    if not distributed.launched():
+        if args.nproc < 1:
+            raise CliError(f"--nproc must be >= 1, got {args.nproc}")
+        return distributed.launch(args.nproc, args.argv)
+    device = resolve_device(args.device)
+    distributed.setup(device)
+    try:
+        main = distributed.is_main()
+        quiet = args.quiet or not main
+        log = _log(quiet)
+        data = load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed)
+        log(data.summary())
+        out, teacher_dir = distributed.broadcast(_prepare_out(args, data.name) if main else None)
+        with RunLock(out, log=log) if main else contextlib.nullcontext():
+            if main:
+                _check_interrupted(out, cfg, args.force)
+                write_json(out / "config.json", cfg.to_dict())
+                teachers = train_or_load_teachers(cfg, data, teacher_dir, device, quiet, log,
+                                                  args.checkpoint_every,
+                                                  fresh=args.force and not args.teachers)
+            distributed.barrier()
+            if not main:
+                teachers = load_trained_teachers(cfg, data, teacher_dir, device)
+            student, details = train_student(cfg, data, teachers, out, device, quiet,
+                                             checkpoint_every=args.checkpoint_every,
+                                             fresh=args.force, log=log)
+            if main:
+                rec = results_record(cfg, data, teachers, student, details, str(device),
+                                     time.perf_counter() - t0)
+                write_json(out / "results.json", rec)
+        if main:
+            print(format_table([model_row(t) for t in teachers] + [model_row(student)],
+                               rec["metric"]))
+            print(f"results in {out / 'results.json'} ({distributed.world()} processes)")
+        return 0
+    finally:
+        distributed.shutdown()
 
 
 def _compare_out(args: argparse.Namespace, dataset_name: str) -> Path:
@@ -568,6 +662,8 @@ def _error(message: object, code: int = EXIT_USAGE) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A --nproc launch hands the same arguments to every worker.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (CliError, DataError, ConfigError, CheckpointError, RunDirError) as e:

@@ -113,6 +113,39 @@ class DistillConfig:
     faithful: bool = False
 
 
+SAMPLERS = ("full", "neighbor")
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """How training meets a large graph (``docs/scale.md``).
+
+    ``full``: every step sees the whole graph (the default; small and medium graphs).
+    ``neighbor``: steps over mini-batches of ``batch_size`` seed nodes with their sampled
+    in-neighbourhoods, ``fanout[i]`` neighbours per node at hop i (-1 = all; a model deeper than
+    the list repeats its last entry); teacher targets and evaluation use exact layer-wise
+    inference over all nodes in chunks of ``chunk_size``.
+    """
+
+    sampler: str = "full"
+    fanout: tuple[int, ...] = (15, 10, 5)
+    batch_size: int = 1024
+    chunk_size: int = 4096
+
+    def validate(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        if not self.fanout or any(f == 0 or f < -1 for f in self.fanout):
+            raise ConfigError(f"fanout must be positive counts or -1 (all), got {self.fanout}")
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def hops(self, layers: int) -> list[int]:
+        """Fanout per hop for a model with ``layers`` message-passing layers."""
+        return [self.fanout[min(i, len(self.fanout) - 1)] for i in range(layers)]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved as ``config.json`` in the run directory."""
@@ -127,8 +160,10 @@ class RunConfig:
     # Seed of the random stratified split for datasets without an official one.
     split_seed: int = 0
     preset: str = ""
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def validate(self) -> None:
+        self.scale.validate()
         if not self.teachers:
             raise ConfigError("at least one teacher is required")
         for m in (*self.teachers, self.student):
@@ -165,6 +200,9 @@ class RunConfig:
                 seed=d.get("seed", 0),
                 split_seed=d.get("split_seed", 0),
                 preset=d.get("preset", ""),
+                # Configs saved before mini-batch training existed were full-batch.
+                scale=ScaleConfig(**{**d.get("scale", {}),
+                                     "fanout": tuple(d.get("scale", {}).get("fanout", (15, 10, 5)))}),
             )
         except (KeyError, TypeError) as e:
             raise ConfigError(f"malformed config: {e}") from None
@@ -244,6 +282,16 @@ PRESETS: dict[str, RunConfig] = {
     "coauthor-cs": _preset("coauthor-cs", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN),
     "coauthor-physics": _preset(
         "coauthor-physics", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN
+    ),
+    # OGB's large graphs (no paper setting): the co-purchase GAT family, trained on
+    # neighbour-sampled mini-batches by default (docs/scale.md); OGB's official splits.
+    "ogbn-arxiv": dataclasses.replace(
+        _preset("ogbn-arxiv", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN),
+        scale=ScaleConfig("neighbor"),
+    ),
+    "ogbn-products": dataclasses.replace(
+        _preset("ogbn-products", _COPURCHASE_TEACHER, _COPURCHASE_STUDENT, _COPURCHASE_TRAIN),
+        scale=ScaleConfig("neighbor"),
     ),
     # A user's own graph: the citation setting is a reasonable start for small graphs.
     "npz": _preset("npz", _CITATION_TEACHER, _CITATION_STUDENT, _CITATION_TRAIN),

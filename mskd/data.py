@@ -73,6 +73,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "coauthor-physics": DatasetSpec(
         "Coauthor", "Physics", ("ms_academic_phy.npz",), official_split=False
     ),
+    # Loaded by the ogb package (mskd/ogb_data.py), not by PyG's dataset classes.
+    "ogbn-arxiv": DatasetSpec("OGB", "ogbn-arxiv", ()),
+    "ogbn-products": DatasetSpec("OGB", "ogbn-products", ()),
 }
 
 _ALIASES = {
@@ -323,6 +326,11 @@ def load_dataset(
     key = canonical_name(dataset)
     spec = DATASETS[key]
     root = resolve_data_root(data_root)
+    if spec.family == "OGB":
+        from .ogb_data import load_ogb
+
+        x, ei, y, masks, info = load_ogb(key, root, _offline())
+        return _transductive(key, SINGLE, int(y.max()) + 1, x, ei, y, masks, info)
     work = _working_root(root, spec)
     try:
         # PyG announces processing on stdout; stdout is reserved for mskd's tables.

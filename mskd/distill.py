@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from . import distributed, scale
 from .attention import MODES as ATTENTION_MODES
 from .attention import teacher_weights
 from .config import ConfigError, DistillConfig, RunConfig, TrainConfig
@@ -42,7 +43,7 @@ from .losses import (
 from .models import GNN, count_parameters
 from .runs import file_digest, resume_path, save_checkpoint
 from .teachers import TrainedModel, checkpoint_payload, training_key
-from .train import LossTerm, Resume, Step, evaluate_split, fit, seed_everything
+from .train import LossTerm, Resume, Step, fit, seed_everything
 
 
 @dataclass(frozen=True)
@@ -346,25 +347,35 @@ def train_student(
     """
     cfg = run.distill
     validate(cfg, run.student.hidden_layers, [t.layers for t in teachers])
+    sampled = run.scale.sampler != "full"
+    if sampled:
+        scale.check_supported(data, run.scale)
     seed_everything(run.seed)
     dev_data = data.to(device)
     student = GNN(data.num_features, data.num_classes, run.student).to(device)
-    objective = Objective(cfg, dev_data, teachers, student, teacher_cache=teacher_cache)
+    # Sampled training caches layer-wise teacher outputs itself (scale.student_hooks).
+    objective = Objective(cfg, dev_data, teachers, student,
+                          teacher_cache=teacher_cache and not sampled)
+    hooks = (scale.student_hooks(student, dev_data, run.scale, run.seed, objective, device)
+             if sampled else None)
     train_cfg = objective.train_config(run.student_train)
     path = out_dir / f"student-{cfg.method}.pt"
     # The teachers' bytes, not their names: retrained teachers make a saved state stale.
     key = training_key(run.student, train_cfg, run.seed, data, distill=dataclasses.asdict(cfg),
                        teachers=[file_digest(t.path) if t.path else t.name
-                                 for t in objective.teachers])
+                                 for t in objective.teachers], **scale.key(run.scale))
     resume = Resume(resume_path(path), key, every_s=checkpoint_every,
                     get_extra=objective.state, set_extra=objective.load_state,
                     log=None if quiet else log)
-    if fresh:
+    if fresh and distributed.is_main():
         resume.discard()
     result = fit(student, dev_data, train_cfg, terms=objective.terms(),
                  extra_modules=objective.extra_modules, seed=run.seed,
-                 desc=f"student-{cfg.method}", quiet=quiet, resume=resume)
-    test, _ = evaluate_split(student, dev_data, "test")
+                 desc=f"student-{cfg.method}", quiet=quiet or not distributed.is_main(),
+                 # Ranks of a distributed run must stay in step: none resumes alone.
+                 resume=None if distributed.world() > 1 else resume,
+                 **(hooks.fit_kwargs() if hooks else {}))
+    test, _ = scale.evaluate(student, dev_data, "test", run.scale)
     details = {
         "method": cfg.method,
         "teachers_used": [t.name for t in objective.teachers],
@@ -376,9 +387,13 @@ def train_student(
         "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in h.items()}
                     for h in result.history],
     }
-    save_checkpoint(path, checkpoint_payload("student", student, data, train_cfg, run.seed,
-                                             result, test, extra={"distill": details}))
-    resume.discard()
+    if sampled:
+        details["scale"] = {**dataclasses.asdict(run.scale), "processes": distributed.world(),
+                            "teacher_cache_bytes": getattr(objective.outputs, "nbytes", 0)}
+    if distributed.is_main():
+        save_checkpoint(path, checkpoint_payload("student", student, data, train_cfg, run.seed,
+                                                 result, test, extra={"distill": details}))
+        resume.discard()
     student.eval()
     trained = TrainedModel(f"student-{cfg.method}", student, run.student,
                            count_parameters(student), result.val, test, result.best_epoch,

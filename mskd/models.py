@@ -104,6 +104,15 @@ class GNN(nn.Module):
         self.train(was)
         return logits
 
+    def layerwise(self, x: Tensor, edge_index: Tensor, chunk_size: int = 4096,
+                  keep_hidden: bool = True) -> tuple[Tensor, list[Tensor]]:
+        """Eval-mode ``(logits, hidden)`` computed one layer at a time over chunks of nodes with
+        their full in-neighbourhood: equal to ``forward`` in eval mode, with the memory of one
+        chunk (see :mod:`mskd.inference`)."""
+        from .inference import layerwise
+
+        return layerwise(self, x, edge_index, chunk_size, keep_hidden)
+
 
 def build_model(in_channels: int, out_channels: int, cfg: ModelConfig) -> GNN:
     return GNN(in_channels, out_channels, cfg)

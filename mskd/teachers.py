@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, scale
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import GraphDataset
 from .models import GNN, count_parameters
 from .runs import CheckpointError, RunLock, load_checkpoint, resume_path, save_checkpoint
-from .train import FitResult, Resume, evaluate_split, fit, seed_everything
+from .train import FitResult, Resume, fit, seed_everything
 
 
 @dataclass
@@ -134,6 +134,13 @@ def train_or_load_teachers(
         return _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh)
 
 
+def load_trained_teachers(run: RunConfig, data: GraphDataset, teacher_dir: Path,
+                          device: torch.device) -> list[TrainedModel]:
+    """The teachers another process has just trained or checked in ``teacher_dir``, loaded
+    without taking its lock: the other ranks of a distributed run, after rank 0."""
+    return _train_or_load(run, data, teacher_dir, device, True, print, 0.0, False)
+
+
 def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh):
     teachers = []
     dev_data = data.to(device)
@@ -152,13 +159,15 @@ def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every,
             continue
         seed_everything(seed)
         model = GNN(data.num_features, data.num_classes, cfg).to(device)
-        resume = Resume(resume_path(path), training_key(cfg, run.teacher_train, seed, data),
+        resume = Resume(resume_path(path), training_key(cfg, run.teacher_train, seed, data,
+                                                        **scale.key(run.scale)),
                         every_s=checkpoint_every, log=None if quiet else log)
         if fresh:
             resume.discard()
         result = fit(model, dev_data, run.teacher_train, seed=seed, desc=name, quiet=quiet,
-                     resume=resume)
-        test, _ = evaluate_split(model, dev_data, "test")
+                     resume=resume,
+                     **scale.fit_kwargs_teacher(model, dev_data, run.scale, seed))
+        test, _ = scale.evaluate(model, dev_data, "test", run.scale)
         save_checkpoint(path, checkpoint_payload("teacher", model, data, run.teacher_train,
                                                  seed, result, test))
         resume.discard()

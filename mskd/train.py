@@ -20,7 +20,7 @@ import copy
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,10 +180,17 @@ def fit(
     desc: str = "train",
     quiet: bool = False,
     resume: Resume | None = None,
+    batches: Callable[[int], Iterable[Any]] | None = None,
+    forward: Callable[[Any, int], tuple[Tensor, Step]] | None = None,
+    validate: Callable[[], tuple[float, float]] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data``'s train split, select on validation, restore the best weights.
 
     ``extra_modules`` (e.g. FitNet's projection) are optimised alongside the model.
+    Mini-batch training (:mod:`mskd.scale`) replaces three pieces: ``batches(epoch)`` yields an
+    epoch's batches, ``forward(batch, epoch)`` returns the task loss and the :class:`Step` the
+    terms see, and ``validate()`` returns (metric, loss) on the validation split. Left out, each
+    is the whole-graph version.
     """
     params = list(model.parameters()) + [p for m in extra_modules for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -243,11 +250,16 @@ def fit(
             m.train()
         sums: dict[str, float] = {}
         steps = 0
-        for g in iterate_batches(data.splits["train"], cfg.batch_size, gen):
-            logits, hidden = model(g.x, g.edge_index)
-            loss = task_loss(logits[g.mask], g.y[g.mask], data.multilabel)
+        epoch_batches = (batches(epoch) if batches is not None
+                         else iterate_batches(data.splits["train"], cfg.batch_size, gen))
+        for g in epoch_batches:
+            if forward is None:
+                logits, hidden = model(g.x, g.edge_index)
+                loss = task_loss(logits[g.mask], g.y[g.mask], data.multilabel)
+                step = Step(logits, hidden, g, epoch)
+            else:
+                loss, step = forward(g, epoch)
             parts = {"task": loss}
-            step = Step(logits, hidden, g, epoch)
             for t in terms:
                 w = t.weight_at(epoch)
                 if w == 0.0:
@@ -269,7 +281,7 @@ def fit(
             loss.backward()
             opt.step()
             steps += 1
-        val, val_loss = evaluate_split(model, data, "val")
+        val, val_loss = validate() if validate is not None else evaluate_split(model, data, "val")
         rec = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "val": val,
                "val_loss": val_loss}
         history.append(rec)

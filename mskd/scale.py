@@ -1,0 +1,193 @@
+"""Neighbour-sampled training of teachers and students (``--sampler neighbor``).
+
+Seeds and losses:
+
+* Teachers: seeds are the training nodes; the task loss is their mean.
+* Student with teachers: seeds are *all* nodes of the graph, because the full-batch student
+  receives its distillation terms on every node (labelled or not); the distillation terms are
+  means over the seeds of a batch. The task loss is summed over the batch's training seeds and
+  divided by ``batch_size * |train| / |seeds|``: its expectation over batches is the full-batch
+  task loss, a batch without labelled nodes contributes 0 (not NaN), and the loss decomposes
+  over ranks, so 2 ranks x B seeds give the gradient of 1 process x 2B seeds.
+* Student without teachers (``none``): seeds are the training nodes.
+
+Teacher targets are exact: every teacher is run once with layer-wise full-neighbourhood inference
+(:mod:`mskd.inference`), and per node its logits and the hidden layer the losses match are
+cached (memory reported). A batch gathers them by ``batch.n_id``. The LSP target distribution is
+formed per batch on the batch's own sampled in-edges of the seeds, from the cached teacher hidden
+states, and compared with the student's distribution on the same edges.
+
+Evaluation (model selection, test score) uses layer-wise inference too, never sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import distributed
+from .config import ConfigError, ScaleConfig
+from .data import GraphDataset
+from .evaluate import score
+from .losses import edge_log_structure, task_loss, with_self_loops
+from .sampling import SeedBatches
+from .train import Step, evaluate_split
+
+
+def check_supported(data: GraphDataset, scale: ScaleConfig) -> None:
+    if scale.sampler == "neighbor" and not (
+        data.transductive and len(data.splits["train"]) == 1
+    ):
+        raise ConfigError(
+            f"--sampler neighbor needs one transductive graph; {data.name} has "
+            f"{len(data.splits['train'])} training graphs (train it full-batch)"
+        )
+
+
+def n_layers(model: nn.Module) -> int:
+    """Message-passing layers of a GNN: its hops of receptive field."""
+    return model.cfg.hidden_layers + 1
+
+
+@torch.no_grad()
+def predict_layerwise(model: nn.Module, graph, chunk_size: int) -> Tensor:
+    logits, _ = model.layerwise(graph.x, graph.edge_index, chunk_size, keep_hidden=False)
+    return logits
+
+
+def evaluate(model: nn.Module, data: GraphDataset, split: str, scale: ScaleConfig,
+             logits: Tensor | None = None) -> tuple[float, float]:
+    """(metric, task loss) on ``split``: whole-graph forward for ``full``, layer-wise otherwise."""
+    if scale.sampler == "full":
+        return evaluate_split(model, data, split)
+    g = data.splits[split][0]
+    if logits is None:
+        logits = predict_layerwise(model, g, scale.chunk_size)
+    z, y = logits[g.mask], g.y[g.mask]
+    return score(y, z, data.task), task_loss(z, y, data.multilabel).item()
+
+
+class CachedTeacherOutputs:
+    """Per node, every teacher's logits and last hidden layer from layer-wise inference; per
+    batch, :class:`mskd.distill.TeacherView` objects for its seeds (the interface of
+    :class:`mskd.distill.TeacherOutputs`)."""
+
+    def __init__(self, teachers: Sequence, graph, chunk_size: int, kernel: str | None) -> None:
+        self.kernel = kernel
+        self.logits, self.hidden = [], []
+        for t in teachers:
+            z, h = t.model.layerwise(graph.x, graph.edge_index, chunk_size)
+            self.logits.append(z)
+            self.hidden.append(h[-1])
+            del h
+        self.nbytes = sum(t.numel() * t.element_size() for t in (*self.logits, *self.hidden))
+
+    def __call__(self, batch) -> list:
+        from .distill import TeacherView
+
+        bs, n_id = batch.batch_size, batch.n_id
+        views = []
+        edge_index = None
+        if self.kernel:
+            # The seeds' sampled in-edges, one self loop per seed: where both sides' LSP
+            # distributions are formed this step.
+            ei = with_self_loops(batch.edge_index, n_id.numel())
+            edge_index = ei[:, ei[1] < bs]
+        for z, h in zip(self.logits, self.hidden):
+            view = TeacherView(z[n_id[:bs]], h[n_id[:bs]])
+            if edge_index is not None:
+                view.edge_index = edge_index
+                view.log_p = edge_log_structure(h[n_id], edge_index, self.kernel)
+            views.append(view)
+        return views
+
+
+@dataclass
+class Hooks:
+    """What :func:`mskd.train.fit` needs for mini-batch training."""
+
+    batches: SeedBatches
+    forward: Callable[[Any, int], tuple[Tensor, Step]]
+    validate: Callable[[], tuple[float, float]]
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        return {"batches": self.batches, "forward": self.forward, "validate": self.validate}
+
+
+def hooks(model: nn.Module, data: GraphDataset, scale: ScaleConfig, seeds: Tensor, seed: int,
+          net: nn.Module | None = None, full_hidden: bool = False, rank: int = 0,
+          world: int = 1) -> Hooks:
+    """Batches, step and validation of neighbour-sampled training over ``seeds``.
+
+    ``net`` is what the step calls (the DDP wrapper of ``model`` in a distributed run);
+    ``full_hidden`` keeps the student's hidden states of every node of the subgraph (LSP needs
+    the seeds' neighbours), else only the seeds'.
+    """
+    graph = data.splits["train"][0]
+    net = net if net is not None else model
+    n_train = int(graph.mask.sum())
+    scale_task = n_train / seeds.numel()
+    batches = SeedBatches(graph, seeds, scale.hops(n_layers(model)), scale.batch_size, seed,
+                          rank, world)
+    device = graph.x.device
+
+    def forward(batch, epoch: int) -> tuple[Tensor, Step]:
+        batch = batch.to(device)
+        logits, hidden = net(batch.x, batch.edge_index)
+        bs = batch.batch_size
+        m = batch.mask[:bs]
+        per_node = task_loss(logits[:bs][m], batch.y[:bs][m], data.multilabel, reduction="none")
+        loss = per_node.sum() / (bs * scale_task)
+        kept = hidden if full_hidden else [h[:bs] for h in hidden]
+        return loss, Step(logits[:bs], kept, batch, epoch)
+
+    def validate() -> tuple[float, float]:
+        val, loss = evaluate(model, data, "val", scale)
+        if world > 1:
+            # Equal on every rank already; the mean makes sure every rank decides alike.
+            val, loss = distributed.mean([val, loss])
+        return val, loss
+
+    return Hooks(batches, forward, validate)
+
+
+def fit_kwargs_teacher(model: nn.Module, data: GraphDataset, scale: ScaleConfig,
+                       seed: int) -> dict[str, Any]:
+    """:func:`mskd.train.fit` arguments for a teacher: none for full-batch training. Teachers
+    train in one process (in a distributed run, rank 0 trains them before the student)."""
+    if scale.sampler == "full":
+        return {}
+    check_supported(data, scale)
+    graph = data.splits["train"][0]
+    return hooks(model, data, scale, graph.mask.nonzero().view(-1).cpu(), seed).fit_kwargs()
+
+
+def key(scale: ScaleConfig) -> dict[str, Any]:
+    """What a saved training state must also match: nothing for full-batch training, so its
+    states stay valid."""
+    return {} if scale.sampler == "full" else {"scale": dataclasses.asdict(scale)}
+
+
+def student_hooks(model: nn.Module, data: GraphDataset, scale: ScaleConfig, seed: int,
+                  objective, device: torch.device) -> Hooks:
+    """Hooks for the student; also points ``objective`` at cached layer-wise teacher outputs and,
+    in a distributed run, puts the student and FitNet's projection under DDP."""
+    graph = data.splits["train"][0]
+    if objective.teachers:
+        kernel = objective.cfg.kernel if objective.method.structure == "lsp" else None
+        objective.outputs = CachedTeacherOutputs(objective.teachers, graph, scale.chunk_size,
+                                                 kernel)
+        seeds = torch.arange(graph.num_nodes)
+    else:
+        seeds = graph.mask.nonzero().view(-1).cpu()
+    net = distributed.wrap(model, device)
+    if getattr(objective, "proj", None) is not None:
+        objective.proj = distributed.wrap(objective.proj, device)
+    return hooks(model, data, scale, seeds, seed, net=net,
+                 full_hidden=objective.method.structure == "lsp", rank=distributed.rank(),
+                 world=distributed.world())
