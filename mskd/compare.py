@@ -137,12 +137,16 @@ def _hms(seconds: float) -> str:
 # --- the comparison ------------------------------------------------------------------------------
 
 
-def _settings(base: RunConfig, data: GraphDataset) -> dict[str, Any]:
-    """What every cell shares: the config without seed and method, and the data's identity."""
-    cfg = base.to_dict()
+def _shared_config(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg.pop("seed", None)
     cfg["distill"].pop("method", None)
-    return {"dataset": data.name, "fingerprint": data.fingerprint(), "config": cfg}
+    return cfg
+
+
+def _settings(base: RunConfig, data: GraphDataset) -> dict[str, Any]:
+    """What every cell shares: the config without seed and method, and the data's identity."""
+    return {"dataset": data.name, "fingerprint": data.fingerprint(),
+            "config": _shared_config(base.to_dict())}
 
 
 def check_settings(out: Path, base: RunConfig, data: GraphDataset, fresh: bool = False) -> None:
@@ -155,6 +159,14 @@ def check_settings(out: Path, base: RunConfig, data: GraphDataset, fresh: bool =
             have = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise RunDirError(f"{path} is unreadable ({e}); use another --out") from None
+        if isinstance(have, dict) and isinstance(have.get("config"), dict):
+            # Through the dataclasses, so settings added since (with their old behaviour as the
+            # default) do not make an older comparison look different.
+            try:
+                have["config"] = json.loads(json.dumps(_shared_config(
+                    RunConfig.from_dict(have["config"]).to_dict())))
+            except ConfigError:
+                pass  # left as stored: the comparison below reports what differs
         diff = first_difference(have, want)
         if diff:
             raise RunDirError(

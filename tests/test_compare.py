@@ -222,3 +222,20 @@ def test_interrupted_compare_resumes_where_it_stopped(tmp_path, monkeypatch, cap
     assert "seed1/kd/results.json" in after
     rec = json.loads((out / "compare.json").read_text())
     assert [r["name"] for r in rec["rows"]] == ["teacher-1", "teacher-2", "none", "kd"]
+
+
+def test_a_comparison_saved_before_a_new_setting_existed_still_resumes(finished_compare,
+                                                                        tmp_path) -> None:
+    # Settings added later (here the sampler) default to the old behaviour: an older
+    # compare-config.json without them must not read as "other settings".
+    npz, src = finished_compare
+    out = tmp_path / "cmp"
+    shutil.copytree(src, out)
+    cfg_path = out / mskd.compare.CONFIG_FILE
+    stored = json.loads(cfg_path.read_text())
+    del stored["config"]["scale"]
+    cfg_path.write_text(json.dumps(stored))
+    before = _mtimes(out)
+    assert _compare(npz, out) == 0
+    changed = {k for k, v in _mtimes(out).items() if v != before.get(k)}
+    assert not any(k.startswith("seed") for k in changed)  # no cell recomputed
