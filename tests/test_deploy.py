@@ -164,3 +164,11 @@ def test_onnx_without_onnx_is_a_clear_error(tiny_npz, tmp_path, capsys) -> None:
                               "--format", "onnx"])
     assert "--format onnx needs the onnx" in msg and "not installed" in msg
     assert not (tmp_path / "student.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "predict", "export"])
+def test_help(capsys, command) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: mskd {command}")
