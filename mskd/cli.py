@@ -300,6 +300,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the scores as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="time distillation (teacher cache on/off), teacher training "
+                                     "and inference on this machine",
+                       description="One run, one machine: seconds per distillation epoch with "
+                                   "and without the teacher cache, per plain student epoch, per "
+                                   "teacher training epoch; median inference latency and "
+                                   "throughput of every model; parameter counts; peak RSS. "
+                                   "Teachers are freshly initialised (untrained weights time "
+                                   "the same) unless --teachers DIR is given. Compare ratios "
+                                   "within one run; absolute seconds depend on the machine's "
+                                   "load.")
+    _add_data_args(p)
+    p.add_argument("--teachers", default=None, metavar="DIR",
+                   help="time the trained teachers DIR/teacher-L.pt instead of fresh ones")
+    p.add_argument("--teacher-depths", type=_ints, default=None, metavar="L1,L2,...",
+                   help="hidden layers of each teacher (default: the preset's, 1,2,3)")
+    p.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
+                   help="architecture of teachers and student (default: the preset's, gat)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="timed student epochs per mode (plain, uncached, cached; default 3)")
+    p.add_argument("--teacher-epochs", type=int, default=1,
+                   help="timed training epochs per teacher (default 1)")
+    p.add_argument("--repeats", type=int, default=20,
+                   help="timed inference forwards per model; the median is reported (default 20)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed inference forwards before those (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the measurements as JSON (never overwrites)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("predict", help="per-node predictions of a checkpoint as CSV",
+                       description="Run one checkpoint (no teachers) on every node of its "
+                                   "dataset and write OUT as CSV: split, graph (PPI), node id, "
+                                   "predicted class (multi-label: 0/1 per label) and per-class "
+                                   "probabilities (softmax; multi-label: sigmoid). The "
+                                   "checkpoint must have been trained on this dataset version.")
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="a .pt checkpoint")
+    _add_data_args(p, default=None)
+    p.add_argument("--out", required=True, metavar="CSV",
+                   help="where to write the predictions (an existing file is never overwritten)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint's model to TorchScript (or ONNX)",
+                       description="Write the model of a checkpoint as a standalone program "
+                                   "(x [N, F], edge_index [2, E]) -> logits [N, C]. torchscript: "
+                                   "traced (PyG's GATConv does not compile with torch.jit.script "
+                                   "in PyG 2.8), checked against the original on a second graph "
+                                   "of another size; metadata in the file as mskd.json. onnx: "
+                                   "needs the onnx and onnxscript packages.")
+    p.add_argument("--checkpoint", required=True, metavar="FILE", help="a .pt checkpoint")
+    p.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"),
+                   help="torchscript (default) or onnx")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="output file (default: next to the checkpoint, .torchscript or .onnx); "
+                        "an existing file is never overwritten")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -619,23 +679,32 @@ def _checkpoint_dataset(payload: dict, path: Path) -> str:
     return name
 
 
+def _checkpoint_data_key(args: argparse.Namespace, payload: dict, path: Path) -> tuple[str, int]:
+    """(dataset, split seed) a checkpoint is run on: --dataset/--split-seed, else its own."""
+    dataset = args.dataset or _checkpoint_dataset(payload, path)
+    split_seed = args.split_seed if args.split_seed is not None else payload.get("split_seed") or 0
+    return dataset, split_seed
+
+
+def _refuse_existing(path: str | None, flag: str) -> None:
+    if path and Path(path).exists():
+        raise CliError(f"{path} exists; choose a new file for {flag} (nothing is overwritten)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import metric_name
     from .models import count_parameters
     from .teachers import check_compatible, model_from_checkpoint
     from .train import evaluate_split, resolve_device
 
-    if args.json and Path(args.json).exists():
-        raise CliError(f"{args.json} exists; choose a new file for --json (nothing is overwritten)")
+    _refuse_existing(args.json, "--json")
     device = resolve_device(args.device)
     rows, loaded = [], {}
     for path in _checkpoint_paths(args):
         payload = load_checkpoint(path)
-        dataset = args.dataset or _checkpoint_dataset(payload, path)
-        split_seed = args.split_seed if args.split_seed is not None else payload.get("split_seed") or 0
-        key = (dataset, split_seed)
+        key = _checkpoint_data_key(args, payload, path)
         if key not in loaded:
-            loaded[key] = load_dataset(dataset, args.data_root, split_seed=split_seed).to(device)
+            loaded[key] = load_dataset(key[0], args.data_root, split_seed=key[1]).to(device)
         data = loaded[key]
         check_compatible(payload, data, path)
         model = model_from_checkpoint(payload, path).to(device)
@@ -651,6 +720,77 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{r['val']:.4f}  {r['test']:.4f}  {r['metric']}")
     if args.json:
         write_json(Path(args.json), rows)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_bench, run_bench
+    from .train import resolve_device
+
+    _refuse_existing(args.json, "--json")
+    # The preset with --teacher-depths/--arch applied; bench's --epochs counts timed epochs, it
+    # is not the preset's training length.
+    cfg = resolve_config(argparse.Namespace(**{**vars(args), "epochs": None, "patience": None,
+                                               "lr": None}))
+    teacher_dir = Path(args.teachers) if args.teachers else None
+    if teacher_dir is not None and not teacher_dir.is_dir():
+        raise CliError(f"teacher directory not found: {teacher_dir}")
+    device = resolve_device(args.device)
+    data = _load(args, cfg)
+    rec = run_bench(cfg, data, device, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+                    repeats=args.repeats, warmup=args.warmup, teacher_dir=teacher_dir,
+                    log=_log(args.quiet))
+    print(format_bench(rec), end="")
+    if args.json:
+        write_json(Path(args.json), rec)
+        print(f"measurements in {args.json}")
+    return 0
+
+
+def _load_checkpoint_model(path: Path, device=None):
+    from .teachers import model_from_checkpoint
+
+    payload = load_checkpoint(path)
+    model = model_from_checkpoint(payload, path)
+    return payload, model.to(device) if device is not None else model
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .deploy import write_predictions
+    from .teachers import check_compatible
+    from .train import resolve_device
+
+    _refuse_existing(args.out, "--out")
+    device = resolve_device(args.device)
+    path = Path(args.checkpoint)
+    payload, model = _load_checkpoint_model(path, device)
+    dataset, split_seed = _checkpoint_data_key(args, payload, path)
+    data = load_dataset(dataset, args.data_root, split_seed=split_seed)
+    check_compatible(payload, data, path)
+    rows = write_predictions(model, data.to(device), Path(args.out))
+    print(f"{rows} node predictions of {path} on {data.name} in {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import ExportError, default_out, export_onnx, export_torchscript, onnx_unavailable
+
+    path = Path(args.checkpoint)
+    out = Path(args.out) if args.out else default_out(path, args.format)
+    _refuse_existing(str(out), "--out")
+    if args.format == "onnx" and onnx_unavailable():
+        raise CliError(onnx_unavailable())  # before loading anything
+    payload, model = _load_checkpoint_model(path)
+    meta = {k: payload.get(k) for k in ("kind", "dataset", "task", "in_channels", "out_channels",
+                                        "model_config", "mskd_version", "fingerprint")}
+    try:
+        if args.format == "onnx":
+            export_onnx(model, out)
+        else:
+            export_torchscript(model, out, meta)
+    except ExportError as e:
+        raise CliError(str(e)) from None
+    print(f"{args.format} model of {path} in {out}")
     return 0
 
 

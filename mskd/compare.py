@@ -103,8 +103,9 @@ def validate_methods(base: RunConfig, methods: Sequence[str]) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def inference_time(model: nn.Module, data: GraphDataset, repeats: int = 5, warmup: int = 1) -> float:
-    """Median seconds of one eval-mode forward over the test split's full graphs.
+    """Median seconds of one eval-mode, no-autograd forward over the test split's full graphs.
 
     For transductive datasets that is one forward over the whole graph; for PPI one per test
     graph. ``warmup`` untimed runs first (allocator, lazy init); a handful of timed runs keep it

@@ -11,21 +11,26 @@ loss to ``losses.py`` and a row here.
 
 Frozen teachers are run once per graph in ``eval()`` mode under ``no_grad`` and their outputs
 cached (they cannot change); ``teacher_cache=False`` re-runs them every step instead, which gives
-the same numbers and exists for comparison.
+the same numbers and exists for comparison. The cache is also kept on disk next to the teacher
+checkpoints (``<teacher_dir>/cache/``) with a manifest of everything it was computed from, so the
+next student trained with the same teachers skips the teacher forwards; a manifest that differs in
+any field makes the file stale and it is rebuilt, never used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from . import distributed, scale
+from . import __version__, distributed, scale
 from .attention import MODES as ATTENTION_MODES
 from .attention import teacher_weights
 from .config import ConfigError, DistillConfig, RunConfig, TrainConfig
@@ -36,9 +41,9 @@ from .losses import (
     edge_log_structure,
     fitnet_loss,
     kd_loss,
-    local_structure,
     lsp_loss,
     structure_kl,
+    with_self_loops,
 )
 from .models import GNN, count_parameters
 from .runs import file_digest, resume_path, save_checkpoint
@@ -127,11 +132,97 @@ class TeacherView:
     """One teacher's outputs on the nodes of a step's graph."""
 
     logits: Tensor  # [N, C]
-    hidden: Tensor  # [N, W], the teacher's last hidden layer
+    # [N, W], the teacher's last hidden layer. None when the LSP target below is cached: the
+    # target is all the structure term needs, and on PPI the hidden layers of three 4x256
+    # teachers would hold ~550 MB for nothing.
+    hidden: Tensor | None
     # LSP target, when cached: edge index with one self loop per node and the teacher's log
-    # distribution over each node's in-edges, aligned with it.
+    # distribution over each node's in-edges, aligned with it (the edge index is one tensor
+    # shared by all teachers of a graph).
     edge_index: Tensor | None = None
     log_p: Tensor | None = None
+
+
+CACHE_FORMAT = 1
+_VIEW_FIELDS = ("logits", "hidden", "edge_index", "log_p")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_weights(model: nn.Module) -> str:
+    # The weights actually in memory: a checkpoint edited after it was loaded must not pass.
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_manifest(teachers: Sequence[TrainedModel], data: GraphDataset,
+                   kernel: str | None) -> dict:
+    """What a persisted teacher cache was computed from; any difference makes it stale.
+
+    ``data.fingerprint()`` already covers the graphs, node order (through edges, labels and a
+    row-weighted feature checksum), masks and splits; ``graphs`` repeats the node and edge counts
+    of each training graph so that a cache is never lined up with a graph of another size.
+    """
+    import torch_geometric
+
+    return {
+        "format": CACHE_FORMAT,
+        "teachers": [
+            {"name": t.name, "checkpoint_sha256": _sha256_file(t.path) if t.path else None,
+             "weights_sha256": _sha256_weights(t.model),
+             "model_config": dataclasses.asdict(t.cfg)}
+            for t in teachers
+        ],
+        "dataset": data.name,
+        "fingerprint": data.fingerprint(),
+        "graphs": [[int(g.gid), int(g.num_nodes), int(g.edge_index.shape[1])]
+                   for g in data.splits["train"]],
+        "kernel": kernel or "none",
+        "versions": {"torch": str(torch.__version__),
+                     "torch_geometric": str(torch_geometric.__version__),
+                     "mskd": __version__},
+    }
+
+
+def _first_difference(a: object, b: object, where: str = "") -> str | None:
+    """Dotted path of the first field where two manifests differ (None if equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            sub = f"{where}.{key}" if where else str(key)
+            if key not in a or key not in b:
+                return sub
+            found = _first_difference(a[key], b[key], sub)
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            # Name list entries by their teacher where there is one: "teachers[teacher-2]...".
+            tag = x.get("name", i) if isinstance(x, dict) else i
+            found = _first_difference(x, y, f"{where}[{tag}]")
+            if found:
+                return found
+        return None
+    return None if a == b else (where or "manifest")
+
+
+def teacher_cache_file(teachers: Sequence[TrainedModel], kernel: str | None) -> Path | None:
+    """``<teacher_dir>/cache/outputs-t<depths>-<kernel>.pt``, or None when the teachers do not
+    all live in one directory (in-memory teachers, or checkpoints gathered from several runs)."""
+    dirs = {t.path.parent for t in teachers if t.path is not None}
+    if len(dirs) != 1 or any(t.path is None for t in teachers):
+        return None
+    depths = "-".join(str(t.layers) for t in teachers)
+    return dirs.pop() / "cache" / f"outputs-t{depths}-{kernel or 'none'}.pt"
 
 
 class TeacherOutputs:
@@ -141,29 +232,103 @@ class TeacherOutputs:
     distributions are constants of the graph: they are computed once here (``cache=True``) and
     gathered per step. ``cache=False`` re-runs the teachers on every step's graph instead, which
     gives the same loss values and exists for comparison and for inputs that change per step.
+
+    With ``file`` and ``manifest`` the cache also persists across runs: it is loaded from
+    ``file`` when the manifest stored there equals ``manifest`` (same teacher checkpoints and
+    weights, dataset, node order, kernel, library versions), and otherwise rebuilt and written
+    back atomically. A stale or unreadable file is reported through ``log`` and never used.
     """
 
     def __init__(self, teachers: Sequence[TrainedModel], graphs: Sequence, cache: bool = True,
-                 kernel: str | None = None) -> None:
+                 kernel: str | None = None, *, file: Path | None = None,
+                 manifest: dict | None = None, log: Callable[[str], None] | None = None) -> None:
         self.models = [t.model for t in teachers]
         for m in self.models:
             m.eval()
         self.cache = cache
         self.kernel = kernel
+        self.log = log or (lambda msg: None)
+        self.source = "none"  # "file" when loaded, "computed" when built here
         self._store: dict[int, list[TeacherView]] = {}
-        if cache:
+        if not cache:
+            return
+        if file is not None and manifest is not None:
+            loaded = self._load(file, manifest, graphs)
+            if loaded is not None:
+                self._store, self.source = loaded, "file"
+                return
+        for g in graphs:
+            self._store[int(g.gid)] = self._run(g.x, g.edge_index, structure=True)
+        self.source = "computed"
+        if file is not None and manifest is not None:
+            self._save(file, manifest)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def _load(self, file: Path, manifest: dict, graphs: Sequence
+              ) -> dict[int, list[TeacherView]] | None:
+        if not file.is_file():
+            return None
+        try:
+            # weights_only: a cache file is data, never code to execute.
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+            stored = payload["manifest"]
+        except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, wrong layout
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            self.log(f"teacher cache stale: unreadable {file} ({why}); rebuilding")
+            return None
+        diff = _first_difference(stored, manifest)
+        if diff:
+            self.log(f"teacher cache stale: {diff}; rebuilding")
+            return None
+        device = graphs[0].x.device if graphs else torch.device("cpu")
+        store: dict[int, list[TeacherView]] = {}
+        try:
             for g in graphs:
-                self._store[int(g.gid)] = self._run(g.x, g.edge_index, structure=True)
+                views = []
+                for d in payload["graphs"][int(g.gid)]:
+                    t = {k: (d[k].to(device) if d.get(k) is not None else None)
+                         for k in _VIEW_FIELDS}
+                    if t["logits"].shape[0] != g.num_nodes:
+                        raise ValueError(f"graph {int(g.gid)} has {g.num_nodes} nodes, cache "
+                                         f"{t['logits'].shape[0]}")
+                    views.append(TeacherView(**t))
+                if len(views) != len(self.models):
+                    raise ValueError(f"{len(views)} teachers cached, {len(self.models)} wanted")
+                store[int(g.gid)] = views
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            self.log(f"teacher cache stale: malformed content ({e}); rebuilding")
+            return None
+        self.log(f"teacher cache: loaded {file}")
+        return store
+
+    def _save(self, file: Path, manifest: dict) -> None:
+        graphs = {gid: [{k: (getattr(v, k).cpu() if getattr(v, k) is not None else None)
+                         for k in _VIEW_FIELDS} for v in views]
+                  for gid, views in self._store.items()}
+        try:
+            save_checkpoint(file, {"manifest": manifest, "graphs": graphs})
+        except OSError as e:
+            # The cache is an optimisation: a read-only teacher directory only costs time.
+            self.log(f"teacher cache: not written ({e.strerror or e}: {file})")
+            return
+        self.log(f"teacher cache: wrote {file}")
+
+    # -- computing and gathering ---------------------------------------------------------------
 
     @torch.no_grad()
     def _run(self, x: Tensor, edge_index: Tensor, structure: bool) -> list[TeacherView]:
         out = []
+        loops = None
         for m in self.models:
             z, h = m(x, edge_index)
-            view = TeacherView(z, h[-1])
             if structure and self.kernel:
-                view.edge_index, view.log_p = local_structure(h[-1], edge_index, self.kernel)
-            out.append(view)
+                if loops is None:
+                    loops = with_self_loops(edge_index, x.shape[0])
+                log_p = edge_log_structure(h[-1], loops, self.kernel)
+                out.append(TeacherView(z, None, loops, log_p))
+            else:
+                out.append(TeacherView(z, h[-1]))
         return out
 
     def __call__(self, g) -> list[TeacherView]:
@@ -176,13 +341,17 @@ class TeacherOutputs:
         # A batch concatenates its graphs' nodes (and edges) in the order of ``gid``.
         parts = [self._store[i] for i in gids]
         offsets = torch.tensor([0] + [p[0].logits.shape[0] for p in parts[:-1]]).cumsum(0).tolist()
+        loops = None
+        if parts[0][0].edge_index is not None:
+            # One edge index serves every teacher of a graph; shift and join it once per step.
+            loops = torch.cat([p[0].edge_index + off for p, off in zip(parts, offsets)], dim=1)
         views = []
         for k in range(len(self.models)):
-            view = TeacherView(torch.cat([p[k].logits for p in parts]),
-                               torch.cat([p[k].hidden for p in parts]))
-            if parts[0][k].log_p is not None:
-                view.edge_index = torch.cat(
-                    [p[k].edge_index + off for p, off in zip(parts, offsets)], dim=1)
+            hidden = (torch.cat([p[k].hidden for p in parts])
+                      if parts[0][k].hidden is not None else None)
+            view = TeacherView(torch.cat([p[k].logits for p in parts]), hidden)
+            if loops is not None:
+                view.edge_index = loops
                 view.log_p = torch.cat([p[k].log_p for p in parts])
             views.append(view)
         return views
@@ -193,7 +362,8 @@ class Objective:
     weights between terms within a step."""
 
     def __init__(self, cfg: DistillConfig, data: GraphDataset, teachers: Sequence[TrainedModel],
-                 student: GNN, teacher_cache: bool = True) -> None:
+                 student: GNN, teacher_cache: bool = True, persist: bool = True,
+                 log: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.method = METHODS[cfg.method]
         self.multilabel = data.multilabel
@@ -209,8 +379,13 @@ class Objective:
             self.teachers, self.layers = [], []
         self.attention = self.method.attention or cfg.attention
         kernel = cfg.kernel if self.method.structure == "lsp" else None
-        self.outputs = (TeacherOutputs(self.teachers, data.splits["train"], teacher_cache, kernel)
-                        if self.teachers else None)
+        self.outputs: TeacherOutputs | None = None
+        if self.teachers:
+            # Persist next to the teacher checkpoints, where the next run with them looks.
+            file = teacher_cache_file(self.teachers, kernel) if teacher_cache and persist else None
+            manifest = cache_manifest(self.teachers, data, kernel) if file else None
+            self.outputs = TeacherOutputs(self.teachers, data.splits["train"], teacher_cache,
+                                          kernel, file=file, manifest=manifest, log=log)
         self.extra_modules: list[nn.Module] = []
         if self.method.structure == "fitnet":
             self.proj = nn.Linear(student.cfg.width, self.teachers[0].cfg.width)
@@ -337,14 +512,22 @@ class Objective:
 def train_student(
     run: RunConfig, data: GraphDataset, teachers: Sequence[TrainedModel], out_dir: Path,
     device: torch.device, quiet: bool = False, teacher_cache: bool = True,
-    checkpoint_every: float = 30.0, fresh: bool = False, log=print,
+    checkpoint_every: float = 30.0, fresh: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[TrainedModel, dict]:
     """Train the student with ``run.distill.method``; save ``student-<method>.pt``.
 
-    While training, the state is saved to ``student-<method>.resume`` every ``checkpoint_every``
-    seconds and an interrupted training continues from it (``fresh`` ignores it).
+    With ``teacher_cache`` the teachers' outputs are computed once and, when the teachers were
+    loaded from (or saved to) one directory, persisted in ``<teacher_dir>/cache/`` for the next
+    run (see :class:`TeacherOutputs`). While training, the state is saved to
+    ``student-<method>.resume`` every ``checkpoint_every`` seconds and an interrupted training
+    continues from it (``fresh`` ignores it). ``log`` gets cache and resume messages (default:
+    stderr unless ``quiet``).
+
     Returns the trained student and a dict of method details for ``results.json``.
     """
+    if log is None:
+        log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg = run.distill
     validate(cfg, run.student.hidden_layers, [t.layers for t in teachers])
     sampled = run.scale.sampler != "full"
@@ -355,7 +538,7 @@ def train_student(
     student = GNN(data.num_features, data.num_classes, run.student).to(device)
     # Sampled training caches layer-wise teacher outputs itself (scale.student_hooks).
     objective = Objective(cfg, dev_data, teachers, student,
-                          teacher_cache=teacher_cache and not sampled)
+                          teacher_cache=teacher_cache and not sampled, log=log)
     hooks = (scale.student_hooks(student, dev_data, run.scale, run.seed, objective, device)
              if sampled else None)
     train_cfg = objective.train_config(run.student_train)
@@ -365,8 +548,7 @@ def train_student(
                        teachers=[file_digest(t.path) if t.path else t.name
                                  for t in objective.teachers], **scale.key(run.scale))
     resume = Resume(resume_path(path), key, every_s=checkpoint_every,
-                    get_extra=objective.state, set_extra=objective.load_state,
-                    log=None if quiet else log)
+                    get_extra=objective.state, set_extra=objective.load_state, log=log)
     if fresh and distributed.is_main():
         resume.discard()
     result = fit(student, dev_data, train_cfg, terms=objective.terms(),

@@ -48,6 +48,7 @@ def test_run_writes_results(finished_run, capsys) -> None:
     npz, out = finished_run
     assert sorted(_files(out)) == [
         "config.json", "results.json", "student-mskd.pt",
+        "teachers/cache/outputs-t1-2-3-l1.pt",
         "teachers/teacher-1.pt", "teachers/teacher-2.pt", "teachers/teacher-3.pt",
     ]
     rec = json.loads((out / "results.json").read_text())

@@ -1,0 +1,174 @@
+"""``mskd predict`` (per-node CSV) and ``mskd export`` (TorchScript; ONNX refused without onnx)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mskd.cli import main
+from mskd.config import ModelConfig, TrainConfig
+from mskd.data import load_dataset, load_npz
+from mskd.models import GNN
+from mskd.runs import save_checkpoint
+from mskd.teachers import checkpoint_payload
+from mskd.train import FitResult, seed_everything
+
+SMALL = ModelConfig(arch="gat", hidden_layers=2, hidden=4, heads=2, out_heads=2, residual=True,
+                    dropout=0.0, attn_dropout=0.0)
+
+
+def _checkpoint(data, path: Path, cfg: ModelConfig = SMALL) -> GNN:
+    """A student checkpoint of an untrained model: predict/export only need its weights."""
+    seed_everything(0)
+    model = GNN(data.num_features, data.num_classes, cfg).eval()
+    save_checkpoint(path, checkpoint_payload("student", model, data, TrainConfig(), 0,
+                                             FitResult(1, 0.0, 0.0, 1, 0.0), 0.0))
+    return model
+
+
+def _one_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("mskd: error: "), err
+    return err[0]
+
+
+def _rows(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+
+def test_predict_single_label(tiny_npz, tmp_path, capsys) -> None:
+    data = load_npz(tiny_npz)
+    model = _checkpoint(data, tmp_path / "student.pt")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--checkpoint", str(tmp_path / "student.pt"), "--out", str(out),
+                 "--device", "cpu"]) == 0  # the dataset is the one in the checkpoint
+    assert "180 node predictions" in capsys.readouterr().out
+    header, rows = _rows(out)
+    assert header == ["split", "node", "pred", "prob_0", "prob_1", "prob_2"]
+    assert [int(r["node"]) for r in rows] == list(range(180))
+    g = data.splits["train"][0]
+    expected = model.predict(g.x, g.edge_index).softmax(dim=1)
+    probs = torch.tensor([[float(r[f"prob_{k}"]) for k in range(3)] for r in rows])
+    assert torch.allclose(probs, expected, atol=1e-5)
+    assert [int(r["pred"]) for r in rows] == expected.argmax(dim=1).tolist()
+    for split in ("train", "val", "test"):
+        mask = data.splits[split][0].mask
+        assert [r["split"] == split for r in rows] == mask.tolist()
+
+
+def test_predict_multilabel_graphs(ppi_root, tmp_path) -> None:
+    root, written = ppi_root
+    data = load_dataset("ppi", root)
+    model = _checkpoint(data, tmp_path / "student.pt")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--checkpoint", str(tmp_path / "student.pt"), "--dataset", "ppi",
+                 "--data-root", str(root), "--out", str(out), "--device", "cpu"]) == 0
+    header, rows = _rows(out)
+    assert header[:3] == ["split", "graph", "node"]
+    assert header[3:] == [f"pred_{k}" for k in range(121)] + [f"prob_{k}" for k in range(121)]
+    sizes = [(s, i, g["nodes"]) for s, gs in written.items() for i, g in enumerate(gs)]
+    assert len(rows) == sum(n for *_, n in sizes)
+    keys = [(r["split"], int(r["graph"]), int(r["node"])) for r in rows]
+    split_name = {"train": "train", "valid": "val", "test": "test"}
+    assert keys == [(split_name[s], i, v) for s, i, n in sizes for v in range(n)]
+    # The second test graph's rows are the model's predictions on that graph.
+    g = data.splits["test"][1]
+    z = model.predict(g.x, g.edge_index)
+    mine = [r for r in rows if r["split"] == "test" and r["graph"] == "1"]
+    got = torch.tensor([[float(r[f"prob_{k}"]) for k in range(121)] for r in mine])
+    assert torch.allclose(got, torch.sigmoid(z), atol=1e-5)
+    preds = torch.tensor([[int(r[f"pred_{k}"]) for k in range(121)] for r in mine])
+    assert torch.equal(preds, (z >= 0).long())
+
+
+def test_predict_never_overwrites(tiny_npz, tmp_path, capsys) -> None:
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    out = tmp_path / "preds.csv"
+    out.write_text("keep me")
+    msg = _one_error(capsys, ["predict", "--checkpoint", str(tmp_path / "student.pt"), "--out",
+                              str(out)])
+    assert "exists" in msg and out.read_text() == "keep me"
+
+
+def test_predict_refuses_other_dataset(tiny_npz, tmp_path, write_npz, capsys) -> None:
+    from conftest import make_graph
+
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    other = write_npz(make_graph(seed=1), "other.npz")
+    msg = _one_error(capsys, ["predict", "--checkpoint", str(tmp_path / "student.pt"),
+                              "--dataset", str(other), "--out", str(tmp_path / "p.csv")])
+    assert "was trained on 'tiny', not 'other'" in msg
+    assert not (tmp_path / "p.csv").exists()
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
+def test_torchscript_export_matches_the_model(tiny_npz, tmp_path, capsys, arch) -> None:
+    data = load_npz(tiny_npz)
+    ckpt = tmp_path / "student.pt"
+    model = _checkpoint(data, ckpt, dataclasses.replace(SMALL, arch=arch))
+    assert main(["export", "--checkpoint", str(ckpt)]) == 0
+    out = tmp_path / "student.torchscript"  # default: next to the checkpoint, not *.pt
+    assert str(out) in capsys.readouterr().out
+    extra = {"mskd.json": ""}
+    loaded = torch.jit.load(str(out), _extra_files=extra)
+    meta = json.loads(extra["mskd.json"])
+    assert meta["dataset"] == "tiny" and meta["model_config"]["arch"] == arch
+    g = data.splits["test"][0]
+    with torch.no_grad():
+        assert torch.allclose(loaded(g.x, g.edge_index), model.predict(g.x, g.edge_index),
+                              rtol=1e-4, atol=1e-5)
+        # A subgraph of another size: nothing about the trace graph is baked in.
+        keep = (g.edge_index < 50).all(dim=0)
+        sub_x, sub_ei = g.x[:50], g.edge_index[:, keep]
+        assert torch.allclose(loaded(sub_x, sub_ei), model.predict(sub_x, sub_ei),
+                              rtol=1e-4, atol=1e-5)
+
+
+def test_export_never_overwrites(tiny_npz, tmp_path, capsys) -> None:
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    out = tmp_path / "model.ts"
+    out.write_bytes(b"keep")
+    msg = _one_error(capsys, ["export", "--checkpoint", str(tmp_path / "student.pt"), "--out",
+                              str(out)])
+    assert "exists" in msg and out.read_bytes() == b"keep"
+
+
+def test_export_corrupt_checkpoint(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    msg = _one_error(capsys, ["export", "--checkpoint", str(bad)])
+    assert "corrupt or unreadable checkpoint" in msg
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None
+                    and importlib.util.find_spec("onnxscript") is not None,
+                    reason="onnx is installed: the refusal does not apply")
+def test_onnx_without_onnx_is_a_clear_error(tiny_npz, tmp_path, capsys) -> None:
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    msg = _one_error(capsys, ["export", "--checkpoint", str(tmp_path / "student.pt"),
+                              "--format", "onnx"])
+    assert "--format onnx needs the onnx" in msg and "not installed" in msg
+    assert not (tmp_path / "student.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "predict", "export"])
+def test_help(capsys, command) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: mskd {command}")
