@@ -147,14 +147,6 @@ CACHE_FORMAT = 1
 _VIEW_FIELDS = ("logits", "hidden", "edge_index", "log_p")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sha256_weights(model: nn.Module) -> str:
     # The weights actually in memory: a checkpoint edited after it was loaded must not pass.
     h = hashlib.sha256()
@@ -177,7 +169,7 @@ def cache_manifest(teachers: Sequence[TrainedModel], data: GraphDataset,
     return {
         "format": CACHE_FORMAT,
         "teachers": [
-            {"name": t.name, "checkpoint_sha256": _sha256_file(t.path) if t.path else None,
+            {"name": t.name, "checkpoint_sha256": file_digest(t.path) if t.path else None,
              "weights_sha256": _sha256_weights(t.model),
              "model_config": dataclasses.asdict(t.cfg)}
             for t in teachers
