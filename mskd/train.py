@@ -226,7 +226,7 @@ def fit(
         if resume.log is not None:
             resume.log(f"{desc}: resuming after epoch {state['epoch']} from {resume.path}")
     t0 = time.perf_counter() - elapsed
-    last_save = time.perf_counter()
+    last_save, saved_epoch = time.perf_counter(), first - 1
 
     def save_state(epoch: int, done: bool) -> None:
         save_checkpoint(resume.path, {
@@ -270,7 +270,7 @@ def fit(
             for name, v in parts.items():
                 if not torch.isfinite(v):
                     model.load_state_dict(best_state)
-                    kept = (f"; the state after epoch {epoch - 1} is kept in {resume.path}"
+                    kept = (f"; the state after epoch {saved_epoch} is kept in {resume.path}"
                             if resume is not None and resume.path.exists() else "")
                     raise TrainingError(
                         f"{desc}: loss term {name!r} is {v.item()} at epoch {epoch}; "
@@ -296,7 +296,7 @@ def fit(
         if resume is not None and (done or time.perf_counter() - last_save >= resume.every_s):
             # Saved after the stopping decision, so a resumed run stops exactly where this would.
             save_state(epoch, done)
-            last_save = time.perf_counter()
+            last_save, saved_epoch = time.perf_counter(), epoch
         if done:
             break
     bar.close()
