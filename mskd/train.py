@@ -291,7 +291,10 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-        bar.set_postfix(loss=f"{rec['task']:.3f}", val=f"{val:.4f}", best=f"{best[0]:.4f}@{best_epoch}")
+        # refresh=False: a forced redraw per epoch would defeat mininterval and write one line
+        # per epoch into non-terminal logs; the bar redraws itself at its own pace.
+        bar.set_postfix(loss=f"{rec['task']:.3f}", val=f"{val:.4f}",
+                        best=f"{best[0]:.4f}@{best_epoch}", refresh=False)
         done = since_best >= cfg.patience or epoch == cfg.epochs
         if resume is not None and (done or time.perf_counter() - last_save >= resume.every_s):
             # Saved after the stopping decision, so a resumed run stops exactly where this would.
