@@ -133,4 +133,10 @@ class SeedBatches:
         yield from loader
 
     def state(self) -> dict:
+        """The generators behind the epoch order and the sampled neighbourhoods: saved with a
+        training state so a resumed run draws the batches an uninterrupted one would."""
         return {"order": self.order.get_state(), "sampler": self.sampler.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.order.set_state(state["order"])
+        self.sampler.generator.set_state(state["sampler"])

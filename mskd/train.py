@@ -221,6 +221,8 @@ def fit(
         history, elapsed, finished = state["history"], state["elapsed_s"], state["finished"]
         first = state["epoch"] + 1
         _set_rng_state(state["rng"], gen)
+        if state.get("batches") is not None and hasattr(batches, "load_state"):
+            batches.load_state(state["batches"])
         if resume.set_extra is not None:
             resume.set_extra(state["extra"])
         if resume.log is not None:
@@ -235,6 +237,8 @@ def fit(
             "optimizer": opt.state_dict(), "best_state": best_state, "best": list(best),
             "best_epoch": best_epoch, "since_best": since_best, "history": history,
             "elapsed_s": time.perf_counter() - t0, "rng": _rng_state(gen),
+            # Mini-batch samplers keep generators of their own (mskd.sampling.SeedBatches).
+            "batches": batches.state() if hasattr(batches, "state") else None,
             "extra": resume.get_extra() if resume.get_extra is not None else {},
         })
 
