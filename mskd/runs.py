@@ -89,15 +89,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         # weights_only: a checkpoint is data, never code to execute. Its unpickler warns about
         # the pickle protocol of some damaged files; the error below says all there is to say,
         # on one line.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            payload = torch.load(p, map_location="cpu", weights_only=True)
+        payload = _quiet_load(p)
     except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, wrong format
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"corrupt or unreadable checkpoint {p}: {msg}") from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise CheckpointError(f"{p} is not an mskd checkpoint (missing fields)")
     return payload
+
+
+def _quiet_load(path: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> str | None:
@@ -142,7 +146,7 @@ def file_digest(path: Path) -> str:
 
 def load_resume_state(path: Path) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _quiet_load(path)
     except Exception as e:  # noqa: BLE001 - any unreadable state means the same to the user
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise CheckpointError(
