@@ -431,10 +431,10 @@ def _check_interrupted(out: Path, cfg: RunConfig, force: bool) -> None:
     try:
         # Through the dataclasses, so settings added since (defaulting to their old behaviour)
         # do not make an older run look different.
-        have = RunConfig.from_dict(json.loads(path.read_text())).to_dict()
+        have = RunConfig.from_dict(json.loads(path.read_text())).to_json_dict()
     except (OSError, ValueError, ConfigError) as e:
         raise RunDirError(f"{path} is unreadable ({e}); use another --out or --force") from None
-    diff = first_difference(json.loads(json.dumps(have)), json.loads(json.dumps(cfg.to_dict())))
+    diff = first_difference(have, cfg.to_json_dict())
     if diff:
         raise RunDirError(
             f"{out} holds an interrupted run with other settings: {diff}. Rerun with its settings "

@@ -164,8 +164,7 @@ def check_settings(out: Path, base: RunConfig, data: GraphDataset, fresh: bool =
             # Through the dataclasses, so settings added since (with their old behaviour as the
             # default) do not make an older comparison look different.
             try:
-                have["config"] = json.loads(json.dumps(_shared_config(
-                    RunConfig.from_dict(have["config"]).to_dict())))
+                have["config"] = _shared_config(RunConfig.from_dict(have["config"]).to_json_dict())
             except ConfigError:
                 pass  # left as stored: the comparison below reports what differs
         diff = first_difference(have, want)

@@ -12,6 +12,7 @@ says so; the other presets were picked on validation accuracy only (see ``docs/p
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +184,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with JSON's types (tuples as lists): what ``config.json`` holds, so a
+        stored config read back through :meth:`from_dict` compares equal to a fresh one."""
+        return json.loads(json.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_graph
+from conftest import cli_error, make_graph
 
 import mskd.compare
 from mskd.cli import main
@@ -23,15 +23,6 @@ from mskd.train import TrainingError
 
 ROW_KEYS = {"name", "kind", "method", "layers", "params", "val_mean", "val_std", "test_mean",
             "test_std", "train_s", "infer_s"}
-
-
-def _fail(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mskd: error: "), err
-    return lines[0]
 
 
 # --- aggregation and rendering -------------------------------------------------------------------
@@ -120,9 +111,9 @@ def test_parse_seeds_and_methods() -> None:
 def test_unknown_method_and_bad_seeds_are_one_line_errors(capsys, tmp_path) -> None:
     npz = tmp_path / "g.npz"
     np.savez(npz, **make_graph())
-    line = _fail(capsys, ["compare", "--dataset", str(npz), "--methods", "kd,nope"])
+    line = cli_error(capsys, ["compare", "--dataset", str(npz), "--methods", "kd,nope"])
     assert "unknown method 'nope'" in line
-    assert "--seeds" in _fail(capsys, ["compare", "--dataset", str(npz), "--seeds", "x"])
+    assert "--seeds" in cli_error(capsys, ["compare", "--dataset", str(npz), "--seeds", "x"])
     assert not (tmp_path / "runs").exists()  # nothing created before the arguments are valid
 
 
@@ -193,7 +184,7 @@ def test_rerun_after_deleting_a_cell_recomputes_only_that_cell(finished_compare,
     # Different settings in the same directory would mix incomparable cells: refused.
     argv = ["compare", "--dataset", str(npz), "--out", str(out), *ARGS]
     argv[argv.index("--epochs") + 1] = "4"
-    line = _fail(capsys, argv)
+    line = cli_error(capsys, argv)
     assert "other settings" in line and "epochs" in line
 
 
