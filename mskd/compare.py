@@ -103,7 +103,6 @@ def validate_methods(base: RunConfig, methods: Sequence[str]) -> None:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def inference_time(model: nn.Module, data: GraphDataset, repeats: int = 5, warmup: int = 1) -> float:
     """Median seconds of one eval-mode, no-autograd forward over the test split's full graphs.
 
