@@ -9,7 +9,9 @@ teachers and the model are loaded, so loading transients do not hide the trainin
         --sampler neighbor --fanout 10,5 --batch-size 1024 --epochs 20 --out result.json
 
 ``--keep-nodes F`` trains on the subgraph induced by the first F x N nodes (same features, a
-smaller graph) to see how memory grows with the graph at a fixed batch size.
+smaller graph; inducing also lowers the mean degree). ``--replicate K`` trains on K disjoint
+copies of the graph: K times the nodes and edges with the same degree distribution, the clean
+case of "the graph grows" at a fixed batch size.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ def _shrink(data, keep: float, split_seed: int):
                          ei, y, masks, dict(data.info))
 
 
+def _replicate(data, copies: int, split_seed: int):
+    g = data.splits["train"][0]
+    n = g.num_nodes
+    ei = torch.cat([g.edge_index + k * n for k in range(copies)], dim=1)
+    y = g.y.repeat(copies)
+    masks = stratified_split(y, data.num_classes, seed=split_seed)
+    return _transductive(f"{data.name}-x{copies}", data.task, data.num_classes,
+                         g.x.repeat(copies, 1), ei, y, masks, dict(data.info))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="coauthor-physics")
@@ -61,6 +73,7 @@ def main() -> None:
                    help="epochs (= patience) the teachers in --teachers were trained with")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-nodes", type=float, default=1.0)
+    p.add_argument("--replicate", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args()
 
@@ -79,6 +92,8 @@ def main() -> None:
     data = load_dataset(a.dataset)
     if a.keep_nodes < 1.0:
         data = _shrink(data, a.keep_nodes, cfg.split_seed)
+    if a.replicate > 1:
+        data = _replicate(data, a.replicate, cfg.split_seed)
     out = Path(a.out)
     run_dir = out.with_suffix("")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -133,8 +133,8 @@ def _add_scale_args(p: argparse.ArgumentParser, nproc: bool = False) -> None:
     g.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="--sampler neighbor: seed nodes per step and process (default 1024)")
     g.add_argument("--chunk-size", type=int, default=None, metavar="N",
-                   help="--sampler neighbor: target nodes per chunk of layer-wise inference "
-                        "(default 4096)")
+                   help="--sampler neighbor: rows one chunk of layer-wise inference gathers, "
+                        "target nodes plus their in-edges (default 4096); bounds its memory")
     if nproc:
         g.add_argument("--nproc", type=int, default=1, metavar="N",
                        help="train the student in N local processes with torch.distributed "

@@ -125,7 +125,8 @@ class ScaleConfig:
     ``neighbor``: steps over mini-batches of ``batch_size`` seed nodes with their sampled
     in-neighbourhoods, ``fanout[i]`` neighbours per node at hop i (-1 = all; a model deeper than
     the list repeats its last entry); teacher targets and evaluation use exact layer-wise
-    inference over all nodes in chunks of ``chunk_size``.
+    inference over all nodes in chunks gathering at most ``chunk_size`` rows (target nodes plus
+    their in-edges).
     """
 
     sampler: str = "full"

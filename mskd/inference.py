@@ -4,8 +4,10 @@ for one forward pass.
 A forward pass over the whole graph keeps every layer's activations, messages and attention
 coefficients of all E edges alive at once. Layer-wise inference computes one layer for all nodes
 before starting the next, and each layer in chunks of target nodes together with their complete
-in-neighbourhood, so peak working memory is that of one chunk's edges; what is kept between layers
-is the [N, width] representation only. Because every target sees all of its in-edges, the result
+in-neighbourhood, so peak working memory is that of one chunk; what is kept between layers is the
+[N, width] representation only. A chunk is sized by the rows it gathers (its targets plus their
+in-edges), not by its targets alone: on a denser graph it holds fewer targets, so its memory does
+not grow with the degree. A node whose in-edges alone exceed the budget is a chunk of its own. Because every target sees all of its in-edges, the result
 equals ``model(x, edge_index)`` in eval mode (up to floating-point summation order), unlike a
 neighbour-sampled forward pass.
 
@@ -15,6 +17,8 @@ a chunk's edges do not show: its edge weights are computed once on the full grap
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 import torch
 from torch import Tensor
@@ -33,10 +37,22 @@ class _Chunks:
         self.weight = weight[order] if weight is not None else None
         counts = torch.bincount(dst, minlength=num_nodes)
         self.ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+        # Rows gathered by the targets [0, i): each target itself plus one row per in-edge.
+        self.rows = [i + e for i, e in enumerate(self.ptr)]
         self.dst = dst[order]
         self.num_nodes = num_nodes
         # Reused scratch for global -> local ids; entries touched by a chunk are reset after it.
         self.local = torch.full((num_nodes,), -1, dtype=torch.long, device=edge_index.device)
+
+    def bounds(self, budget: int) -> list[tuple[int, int]]:
+        """Contiguous target ranges, each gathering at most ``budget`` rows (or one target)."""
+        out, start = [], 0
+        while start < self.num_nodes:
+            stop = bisect_right(self.rows, self.rows[start] + budget) - 1
+            stop = min(max(stop, start + 1), self.num_nodes)
+            out.append((start, stop))
+            start = stop
+        return out
 
     def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """(nodes [n_local] with targets first, local edge index [2, e], edge weights [e])."""
@@ -55,10 +71,9 @@ class _Chunks:
 
 
 def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks, chunk_size: int) -> Tensor:
-    """One message-passing layer for every node, ``chunk_size`` target nodes at a time."""
+    """One message-passing layer for every node, in chunks gathering ``chunk_size`` rows."""
     outs = []
-    for start in range(0, chunks.num_nodes, chunk_size):
-        stop = min(start + chunk_size, chunks.num_nodes)
+    for start, stop in chunks.bounds(chunk_size):
         nodes, ei, w = chunks.chunk(start, stop)
         x_local = x[nodes]
         if isinstance(conv, GCNConv):
@@ -79,7 +94,8 @@ def layerwise(model, x: Tensor, edge_index: Tensor, chunk_size: int = 4096,
     Args:
         model: the GNN (switched to eval mode for the call, then restored).
         x, edge_index: the whole graph.
-        chunk_size: target nodes per chunk; bounds the working memory of one layer.
+        chunk_size: rows one chunk gathers, its target nodes plus their in-edges; bounds the
+            working memory of one layer independently of the graph's size and degrees.
         keep_hidden: return every hidden layer (else ``hidden`` is empty and each layer's input
             is freed once the next is computed).
 

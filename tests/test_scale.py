@@ -12,6 +12,7 @@ from test_distill import SMALL, _dataset, _teachers
 from mskd.cli import main
 from mskd.config import ConfigError, DistillConfig, ModelConfig, RunConfig, ScaleConfig, TrainConfig
 from mskd.distill import METHODS, train_student
+from mskd.inference import _Chunks
 from mskd.losses import local_structure
 from mskd.models import GNN
 from mskd.sampling import SeedBatches, sample_hops
@@ -36,6 +37,26 @@ def test_layerwise_equals_forward(arch, residual):
         for a, b in zip(hidden2, hidden):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert model.layerwise(g.x, g.edge_index, keep_hidden=False)[1] == []
+
+
+def test_chunks_bound_gathered_rows_not_targets():
+    # Node 0 is a hub with 9 in-edges; nodes 1..9 have one in-edge each.
+    src = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9] + [0] * 9)
+    dst = torch.tensor([0] * 9 + [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    chunks = _Chunks(torch.stack([src, dst]), 10)
+    bounds = chunks.bounds(4)
+    assert bounds[0] == (0, 1)  # the hub alone: 10 rows > budget, never split
+    assert bounds[1:] == [(1, 3), (3, 5), (5, 7), (7, 9), (9, 10)]  # 2 targets + 2 edges each
+    covered = [i for a, b in bounds for i in range(a, b)]
+    assert covered == list(range(10))
+    for a, b in bounds:
+        nodes, ei, _ = chunks.chunk(a, b)
+        assert b - a == 1 or (b - a) + ei.shape[1] <= 4
+        assert nodes[: b - a].tolist() == list(range(a, b))
+    # Doubling every node's in-degree halves the targets per chunk: memory follows the budget.
+    dense = torch.cat([torch.stack([src, dst]), torch.stack([(src + 1) % 10, dst])], dim=1)
+    sizes = [b - a for a, b in _Chunks(dense, 10).bounds(12)[1:-1]]
+    assert sizes and max(sizes) <= 4
 
 
 def test_layerwise_restores_training_mode():
