@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, default=None)
     p.add_argument("--out", required=True, metavar="CSV",
                    help="where to write the predictions (an existing file is never overwritten)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help="exact layer-wise inference in chunks gathering at most N rows (target "
+                        "nodes plus their in-edges), for graphs whose whole-graph forward does "
+                        "not fit in memory (default: one whole-graph forward)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_predict)
 
@@ -761,13 +765,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     _refuse_existing(args.out, "--out")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise CliError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     device = resolve_device(args.device)
     path = Path(args.checkpoint)
     payload, model = _load_checkpoint_model(path, device)
     dataset, split_seed = _checkpoint_data_key(args, payload, path)
     data = load_dataset(dataset, args.data_root, split_seed=split_seed)
     check_compatible(payload, data, path)
-    rows = write_predictions(model, data.to(device), Path(args.out))
+    rows = write_predictions(model, data.to(device), Path(args.out), args.chunk_size)
     print(f"{rows} node predictions of {path} on {data.name} in {args.out}")
     return 0
 

@@ -54,8 +54,12 @@ def _node_splits(data: GraphDataset) -> np.ndarray:
     return names
 
 
-def predictions_csv(model: GNN, data: GraphDataset) -> str:
+def predictions_csv(model: GNN, data: GraphDataset, chunk_size: int | None = None) -> str:
     """Per-node predictions of ``model`` on every node of ``data``, as CSV text.
+
+    ``chunk_size``: compute the logits by exact layer-wise inference in chunks gathering at most
+    that many rows (:mod:`mskd.inference`), for graphs whose whole-graph forward does not fit in
+    memory; ``None`` runs one whole-graph forward.
 
     Columns: ``split`` (train/val/test, or none for an unlabelled node of a transductive graph),
     ``graph`` (inductive datasets only: the graph's position in its split, PyG's order), ``node``
@@ -77,7 +81,8 @@ def predictions_csv(model: GNN, data: GraphDataset) -> str:
     out = io.StringIO()
     out.write(",".join(header) + "\n")
     for gi, g, splits in parts:
-        logits = model.predict(g.x, g.edge_index).cpu()
+        logits = (model.predict(g.x, g.edge_index) if chunk_size is None else
+                  model.layerwise(g.x, g.edge_index, chunk_size, keep_hidden=False)[0]).cpu()
         if data.multilabel:
             prob = torch.sigmoid(logits)
             pred = (logits >= 0).to(torch.int64)
@@ -97,9 +102,10 @@ def predictions_csv(model: GNN, data: GraphDataset) -> str:
     return out.getvalue()
 
 
-def write_predictions(model: GNN, data: GraphDataset, path: Path) -> int:
+def write_predictions(model: GNN, data: GraphDataset, path: Path,
+                      chunk_size: int | None = None) -> int:
     """Write :func:`predictions_csv` atomically to ``path``; returns the number of rows."""
-    text = predictions_csv(model, data)
+    text = predictions_csv(model, data, chunk_size)
     write_text(path, text)
     return text.count("\n") - 1
 

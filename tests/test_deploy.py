@@ -68,6 +68,30 @@ def test_predict_single_label(tiny_npz, tmp_path, capsys) -> None:
         assert [r["split"] == split for r in rows] == mask.tolist()
 
 
+def test_predict_layerwise_equals_whole_graph(tiny_npz, tmp_path) -> None:
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    runs = {}
+    for name, extra in (("whole", []), ("chunked", ["--chunk-size", "16"])):
+        out = tmp_path / f"{name}.csv"
+        assert main(["predict", "--checkpoint", str(tmp_path / "student.pt"), "--out", str(out),
+                     "--device", "cpu", *extra]) == 0
+        runs[name] = _rows(out)
+    (h1, whole), (h2, chunked) = runs["whole"], runs["chunked"]
+    assert h1 == h2
+    assert [r["pred"] for r in whole] == [r["pred"] for r in chunked]
+    for col in ("prob_0", "prob_1", "prob_2"):
+        a = torch.tensor([float(r[col]) for r in whole])
+        b = torch.tensor([float(r[col]) for r in chunked])
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_predict_rejects_bad_chunk_size(tiny_npz, tmp_path, capsys) -> None:
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    msg = _one_error(capsys, ["predict", "--checkpoint", str(tmp_path / "student.pt"), "--out",
+                              str(tmp_path / "p.csv"), "--chunk-size", "0"])
+    assert "--chunk-size" in msg and not (tmp_path / "p.csv").exists()
+
+
 def test_predict_multilabel_graphs(ppi_root, tmp_path) -> None:
     root, written = ppi_root
     data = load_dataset("ppi", root)
