@@ -11,6 +11,11 @@ not grow with the degree. A node whose in-edges alone exceed the budget is a chu
 equals ``model(x, edge_index)`` in eval mode (up to floating-point summation order), unlike a
 neighbour-sampled forward pass.
 
+GAT and GCN layers start with a per-node linear map. It is applied once to every node, and the
+chunks gather its narrow output: gathering the layer's input instead would project each node once
+per chunk that needs it (about 15 times per pass on Coauthor Physics) and copy its wide features
+as often.
+
 GCN's symmetric normalisation needs the degree of a chunk's *source* nodes in the full graph, which
 a chunk's edges do not show: its edge weights are computed once on the full graph with PyG's
 ``gcn_norm`` and handed to the layer's own ``propagate``.
@@ -22,7 +27,7 @@ from bisect import bisect_right
 
 import torch
 from torch import Tensor
-from torch_geometric.nn import GCNConv
+from torch_geometric.nn import GATConv, GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 
@@ -70,18 +75,36 @@ class _Chunks:
         return nodes, edge_index, w
 
 
+def _linear_first(conv: torch.nn.Module) -> torch.nn.Module | None:
+    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
+    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
+    if isinstance(conv, GCNConv):
+        return conv.lin
+    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
+        return conv.lin
+    return None
+
+
 def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks, chunk_size: int) -> Tensor:
     """One message-passing layer for every node, in chunks gathering ``chunk_size`` rows."""
+    lin = _linear_first(conv)
+    h = lin(x) if lin is not None else x
     outs = []
     for start, stop in chunks.bounds(chunk_size):
         nodes, ei, w = chunks.chunk(start, stop)
-        x_local = x[nodes]
+        h_local = h[nodes]
         if isinstance(conv, GCNConv):
-            out = conv.propagate(ei, x=conv.lin(x_local), edge_weight=w)
+            out = conv.propagate(ei, x=h_local, edge_weight=w)
             if conv.bias is not None:
                 out = out + conv.bias
+        elif lin is not None:
+            conv.lin = torch.nn.Identity()  # the input is already projected
+            try:
+                out = conv(h_local, ei)
+            finally:
+                conv.lin = lin
         else:
-            out = conv(x_local, ei)
+            out = conv(h_local, ei)
         outs.append(out[: stop - start])
     return torch.cat(outs)
 
