@@ -7,9 +7,9 @@ before starting the next, and each layer in chunks of target nodes together with
 in-neighbourhood, so peak working memory is that of one chunk; what is kept between layers is the
 [N, width] representation only. A chunk is sized by the rows it gathers (its targets plus their
 in-edges), not by its targets alone: on a denser graph it holds fewer targets, so its memory does
-not grow with the degree. A node whose in-edges alone exceed the budget is a chunk of its own. Because every target sees all of its in-edges, the result
-equals ``model(x, edge_index)`` in eval mode (up to floating-point summation order), unlike a
-neighbour-sampled forward pass.
+not grow with the degree. A node whose in-edges alone exceed the budget is a chunk of its own.
+Because every target sees all of its in-edges, the result equals ``model(x, edge_index)`` in eval
+mode (up to floating-point summation order), unlike a neighbour-sampled forward pass.
 
 GAT and GCN layers start with a per-node linear map. It is applied once to every node, and the
 chunks gather its narrow output: gathering the layer's input instead would project each node once
