@@ -609,6 +609,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_degree(args: argparse.Namespace) -> int:
     from .compare import (
+        SettingsMismatch,
         degree_analysis,
         degree_markdown,
         existing_seeds_methods,
@@ -638,8 +639,14 @@ def cmd_degree(args: argparse.Namespace) -> int:
     else:
         if args.dataset is None:
             raise CliError("give --dataset (train or resume a comparison) or --run DIR")
-        _, out, cfg, data, methods, device = _compare(
-            args, args.seeds or "0-4", args.methods or ",".join(METHODS), not args.no_plot)
+        try:
+            _, out, cfg, data, methods, device = _compare(
+                args, args.seeds or "0-4", args.methods or ",".join(METHODS), not args.no_plot)
+        except SettingsMismatch as e:
+            # The usual case: a comparison made with non-default flags (e.g. --patience 50),
+            # analysed later without repeating them. --run reads them from the directory.
+            raise SettingsMismatch(f"{e}; or analyse it with its own settings: "
+                                   f"mskd degree --run {args.out or 'DIR'}") from None
         seeds = parse_seeds(args.seeds or "0-4")
     rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log)
     write_json(out / "degree.json", rec)

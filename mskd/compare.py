@@ -47,6 +47,10 @@ from .teachers import check_compatible, model_from_checkpoint, train_or_load_tea
 CONFIG_FILE = "compare-config.json"
 
 
+class SettingsMismatch(RunDirError):
+    """A comparison directory made with other settings than the ones asked for."""
+
+
 # --- arguments -----------------------------------------------------------------------------------
 
 
@@ -168,7 +172,7 @@ def check_settings(out: Path, base: RunConfig, data: GraphDataset, fresh: bool =
                 pass  # left as stored: the comparison below reports what differs
         diff = first_difference(have, want)
         if diff:
-            raise RunDirError(
+            raise SettingsMismatch(
                 f"{out} holds a comparison run with other settings: {diff}; finished cells "
                 "would not be comparable. Use another --out, or the same flags to resume"
             )

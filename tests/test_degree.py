@@ -134,6 +134,17 @@ def test_degree_from_a_finished_run_trains_nothing(degree_run, tmp_path, capsys)
     assert rec["n_buckets_asked"] == 2
 
 
+def test_degree_on_a_run_with_other_settings_points_to_run(degree_run, capsys) -> None:
+    from conftest import cli_error
+
+    before = {p: p.stat().st_mtime_ns for p in degree_run.rglob("*") if p.is_file()}
+    # The run used --epochs 3; asking again with the defaults is refused, naming --run DIR.
+    line = cli_error(capsys, ["degree", "--dataset", str(degree_run.parent / "tiny.npz"),
+                              "--out", str(degree_run), "--seeds", "0", "--quiet"])
+    assert "other settings" in line and f"mskd degree --run {degree_run}" in line
+    assert {p: p.stat().st_mtime_ns for p in degree_run.rglob("*") if p.is_file()} == before
+
+
 def test_plot_redraws_from_saved_json(degree_run, tmp_path, capsys) -> None:
     for src in ("degree.json", "compare.json"):
         png = tmp_path / f"{src}.png"
