@@ -59,6 +59,26 @@ def test_chunks_bound_gathered_rows_not_targets():
     assert sizes and max(sizes) <= 4
 
 
+def test_layerwise_leaves_the_model_unchanged(monkeypatch):
+    # GAT layers run on pre-projected input by swapping in an identity map for the call only.
+    data = _dataset()
+    g = data.splits["train"][0]
+    model = GNN(data.num_features, data.num_classes, SMALL).eval()
+    keys = {k: v.clone() for k, v in model.state_dict().items()}
+    lins = [conv.lin for conv in model.convs]
+    model.layerwise(g.x, g.edge_index, chunk_size=5)
+    assert [conv.lin for conv in model.convs] == lins
+    assert model.state_dict().keys() == keys.keys()
+    assert all(torch.equal(v, keys[k]) for k, v in model.state_dict().items())
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model.convs[0], "propagate", boom)
+    with pytest.raises(RuntimeError, match="boom"):  # a failing layer still gets its map back
+        model.layerwise(g.x, g.edge_index, chunk_size=5)
+    assert [conv.lin for conv in model.convs] == lins
+
+
 def test_layerwise_restores_training_mode():
     data = _dataset()
     g = data.splits["train"][0]
