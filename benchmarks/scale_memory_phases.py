@@ -3,7 +3,8 @@
 Builds the sampler, runs three epochs of plain sampled training steps of the coauthor preset's
 student on Coauthor Physics (replicated ``--replicate K`` times), then ``--passes`` layer-wise passes
 over all nodes, and prints each phase's resident-set peak above the memory held when it started, and
-what stays resident after it. Run once per graph size; compare the rows.
+what stays resident after it, and the sampled batches' sizes in nodes. Run once per graph size;
+compare the rows.
 
     MSKD_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 python benchmarks/scale_memory_phases.py \
         --replicate 2
@@ -57,13 +58,17 @@ def main() -> None:
     rec["sampler_peak_mb"] = _mb("VmHWM") - base
     start = _reset_peak()
     model.train()
+    sizes = []
     for epoch in range(3):
         for b in batches(epoch):
+            sizes.append(int(b.num_nodes))
             opt.zero_grad()
             z, _ = model(b.x, b.edge_index)
             F.cross_entropy(z[: b.batch_size], b.y[: b.batch_size]).backward()
             opt.step()
     rec["train_steps_peak_mb"] = _mb("VmHWM") - start
+    rec["batch_nodes_mean"] = round(sum(sizes) / len(sizes))
+    rec["batch_nodes_max"] = max(sizes)
     rec["resident_after_training_mb"] = _mb("VmRSS") - base
     start = _reset_peak()
     for _ in range(a.passes):
