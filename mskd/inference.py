@@ -42,8 +42,6 @@ class _Chunks:
         self.weight = weight[order] if weight is not None else None
         counts = torch.bincount(dst, minlength=num_nodes)
         self.ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
-        # Rows gathered by the targets [0, i): each target itself plus one row per in-edge.
-        self.rows = [i + e for i, e in enumerate(self.ptr)]
         self.dst = dst[order]
         self.num_nodes = num_nodes
         # Reused scratch for global -> local ids; entries touched by a chunk are reset after it.
@@ -53,7 +51,9 @@ class _Chunks:
         """Contiguous target ranges, each gathering at most ``budget`` rows (or one target)."""
         out, start = [], 0
         while start < self.num_nodes:
-            stop = bisect_right(self.rows, self.rows[start] + budget) - 1
+            # Rows gathered by targets [0, i): each target itself plus one row per in-edge.
+            stop = bisect_right(range(len(self.ptr)), start + self.ptr[start] + budget,
+                                key=lambda i: i + self.ptr[i]) - 1
             stop = min(max(stop, start + 1), self.num_nodes)
             out.append((start, stop))
             start = stop
@@ -85,12 +85,13 @@ def _linear_first(conv: torch.nn.Module) -> torch.nn.Module | None:
     return None
 
 
-def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks, chunk_size: int) -> Tensor:
-    """One message-passing layer for every node, in chunks gathering ``chunk_size`` rows."""
+def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks,
+                  bounds: list[tuple[int, int]]) -> Tensor:
+    """One message-passing layer for every node, one chunk of targets ``bounds[k]`` at a time."""
     lin = _linear_first(conv)
     h = lin(x) if lin is not None else x
     outs = []
-    for start, stop in chunks.bounds(chunk_size):
+    for start, stop in bounds:
         nodes, ei, w = chunks.chunk(start, stop)
         h_local = h[nodes]
         if isinstance(conv, GCNConv):
@@ -130,22 +131,22 @@ def layerwise(model, x: Tensor, edge_index: Tensor, chunk_size: int = 4096,
     n = x.shape[0]
     was = model.training
     model.eval()
-    plain = _Chunks(edge_index, n)
-    normed = None
     if model.cfg.arch == "gcn":
         ei, w = gcn_norm(edge_index, None, n, add_self_loops=True, dtype=x.dtype)
-        normed = _Chunks(ei, n, w)
-    chunks = normed if normed is not None else plain
+        chunks = _Chunks(ei, n, w)
+    else:
+        chunks = _Chunks(edge_index, n)
+    bounds = chunks.bounds(chunk_size)  # the same for every layer
     hidden: list[Tensor] = []
     h = x
     for conv, res in zip(model.convs, model.res):
-        z = _conv_chunked(conv, h, chunks, chunk_size)
+        z = _conv_chunked(conv, h, chunks, bounds)
         if res is not None:
             z = z + res(h)
         if keep_hidden:
             hidden.append(z)
         h = model.act(z)
-    z = _conv_chunked(model.out_conv, h, chunks, chunk_size)
+    z = _conv_chunked(model.out_conv, h, chunks, bounds)
     if model.out_res is not None:
         z = z + model.out_res(h)
     logits = z.view(n, model.out_heads, model.out_channels).mean(dim=1)
