@@ -53,7 +53,7 @@ def main() -> None:
         whole_s, whole = _median_s(partial(model.predict, g.x, g.edge_index), a.repeats)
         layerwise = partial(_logits, model, g, a.chunk_size)
         proj_s, proj = _median_s(layerwise, a.repeats)
-        with mock.patch.object(mskd.inference, "_linear_first", lambda conv: None):
+        with mock.patch.object(mskd.inference, "linear_first", lambda conv: None):
             gath_s, gath = _median_s(layerwise, a.repeats)
         rows[name] = {
             "whole_graph_s": round(whole_s, 3), "layerwise_projected_s": round(proj_s, 3),

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import distributed
-from .config import ConfigError, RunConfig, preset, with_depths
+from .config import INPUT_DROPOUTS, ConfigError, RunConfig, preset, with_depths
 from .data import DATASETS, DataError, canonical_name, load_dataset
 from .distill import METHODS
 from .runs import (
@@ -119,6 +119,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="hidden layers of each teacher (default 1,2,3)")
     t.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default gat)")
+    t.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
+                   help="first-layer dropout of teachers and student: dense, or sparse (over the "
+                        "non-zero features only; same distribution, faster on sparse features, "
+                        "another random stream); default: the preset's")
 
 
 def _add_scale_args(p: argparse.ArgumentParser, nproc: bool = False) -> None:
@@ -318,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden layers of each teacher (default: the preset's, 1,2,3)")
     p.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default: the preset's, gat)")
+    p.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
+                   help="first-layer dropout of teachers and student, dense or sparse "
+                        "(default: the preset's)")
     p.add_argument("--epochs", type=int, default=3,
                    help="timed student epochs per mode (plain, uncached, cached; default 3)")
     p.add_argument("--teacher-epochs", type=int, default=1,
@@ -384,9 +391,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             student_train=dataclasses.replace(cfg.student_train, **train_over),
         )
     teachers = cfg.teachers
-    if args.arch:
-        teachers = tuple(dataclasses.replace(t, arch=args.arch) for t in teachers)
-        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, arch=args.arch))
+    model_over = {k: v for k, v in (("arch", args.arch), ("input_dropout", args.input_dropout))
+                  if v is not None}
+    if model_over:
+        teachers = tuple(dataclasses.replace(t, **model_over) for t in teachers)
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **model_over))
     if args.teacher_depths:
         teachers = with_depths(teachers[0], args.teacher_depths)
     cfg = dataclasses.replace(cfg, teachers=teachers)
@@ -739,7 +748,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     _refuse_existing(args.json, "--json")
-    # The preset with --teacher-depths/--arch applied; bench's --epochs counts timed epochs, it
+    # The preset with --teacher-depths/--arch/--input-dropout applied; bench's --epochs counts timed epochs, it
     # is not the preset's training length.
     cfg = resolve_config(argparse.Namespace(**{**vars(args), "epochs": None, "patience": None,
                                                "lr": None}))

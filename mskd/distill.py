@@ -171,7 +171,7 @@ def cache_manifest(teachers: Sequence[TrainedModel], data: GraphDataset,
         "teachers": [
             {"name": t.name, "checkpoint_sha256": file_digest(t.path) if t.path else None,
              "weights_sha256": _sha256_weights(t.model),
-             "model_config": dataclasses.asdict(t.cfg)}
+             "model_config": t.cfg.to_dict()}
             for t in teachers
         ],
         "dataset": data.name,

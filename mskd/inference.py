@@ -27,8 +27,10 @@ from bisect import bisect_right
 
 import torch
 from torch import Tensor
-from torch_geometric.nn import GATConv, GCNConv
+from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+from .models import conv_on_projected, linear_first
 
 
 class _Chunks:
@@ -75,20 +77,10 @@ class _Chunks:
         return nodes, edge_index, w
 
 
-def _linear_first(conv: torch.nn.Module) -> torch.nn.Module | None:
-    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
-    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
-    if isinstance(conv, GCNConv):
-        return conv.lin
-    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
-        return conv.lin
-    return None
-
-
 def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks,
                   bounds: list[tuple[int, int]]) -> Tensor:
     """One message-passing layer for every node, one chunk of targets ``bounds[k]`` at a time."""
-    lin = _linear_first(conv)
+    lin = linear_first(conv)
     h = lin(x) if lin is not None else x
     outs = []
     for start, stop in bounds:
@@ -99,11 +91,7 @@ def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks,
             if conv.bias is not None:
                 out = out + conv.bias
         elif lin is not None:
-            conv.lin = torch.nn.Identity()  # the input is already projected
-            try:
-                out = conv(h_local, ei)
-            finally:
-                conv.lin = lin
+            out = conv_on_projected(conv, lin, h_local, ei)
         else:
             out = conv(h_local, ei)
         outs.append(out[: stop - start])

@@ -12,6 +12,8 @@ come out, so ``count_parameters`` is comparable with the paper.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -81,11 +83,15 @@ class GNN(nn.Module):
         p = self.cfg.dropout
         hidden: list[Tensor] = []
         h = x
-        for conv, res in zip(self.convs, self.res):
-            h_in = F.dropout(h, p=p, training=self.training)
-            z = conv(h_in, edge_index)
-            if res is not None:
-                z = z + res(h_in)
+        for i, (conv, res) in enumerate(zip(self.convs, self.res)):
+            if i == 0 and self.training and self.cfg.input_dropout == "sparse":
+                # The first layer never has a residual (see __init__).
+                z = sparse_dropout_conv(conv, h, edge_index, p)
+            else:
+                h_in = F.dropout(h, p=p, training=self.training)
+                z = conv(h_in, edge_index)
+                if res is not None:
+                    z = z + res(h_in)
             hidden.append(z)
             h = self.act(z)
         h_in = F.dropout(h, p=p, training=self.training)
@@ -112,6 +118,76 @@ class GNN(nn.Module):
         from .inference import layerwise
 
         return layerwise(self, x, edge_index, chunk_size, keep_hidden)
+
+
+def linear_first(conv: nn.Module) -> nn.Module | None:
+    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
+    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
+    if isinstance(conv, GCNConv):
+        return conv.lin
+    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
+        return conv.lin
+    return None
+
+
+def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Tensor) -> Tensor:
+    """``conv(x, edge_index)`` given ``h = lin(x)``, where ``lin = linear_first(conv)``."""
+    conv.lin = nn.Identity()
+    try:
+        return conv(h, edge_index)
+    finally:
+        conv.lin = lin
+
+
+# Non-zero positions of the last input seen by sparse_dropout_conv: full-batch training hands the
+# same feature matrix to every epoch, and finding them is a pass over all N x F entries.
+_nonzero_seen: tuple[weakref.ref, int, Tensor] | None = None
+
+
+def _nonzero(x: Tensor) -> Tensor:
+    global _nonzero_seen
+    seen = _nonzero_seen
+    if seen is not None and seen[0]() is x and seen[1] == x._version:
+        return seen[2]
+    idx = x.nonzero().t()
+    _nonzero_seen = (weakref.ref(x), x._version, idx)
+    return idx
+
+
+def sparse_dropout(x: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Training-mode dropout of the non-zero entries of ``x``: each is zeroed with probability
+    ``p`` and the others scaled by ``1 / (1 - p)``, which is dense dropout's distribution since a
+    zero entry stays zero either way.
+
+    Shapes:
+        x: [N, F] (dense) -> (indices [2, nnz] of x's non-zeros in row-major order, values [nnz])
+    """
+    idx = _nonzero(x)
+    return idx, F.dropout(x[idx[0], idx[1]], p=p, training=True)
+
+
+def sparse_dropout_conv(conv: nn.Module, x: Tensor, edge_index: Tensor, p: float) -> Tensor:
+    """``conv(dropout(x, p), edge_index)`` in training, with :func:`sparse_dropout`.
+
+    For GAT and GCN the dropped-out input stays sparse and is multiplied with the layer's linear
+    map directly, so neither N x F random numbers nor the dense product are computed; GraphSAGE,
+    which aggregates its raw input, gets it back as a dense matrix.
+
+    Shapes:
+        x: [N, F] (dense), edge_index: [2, E] -> the layer's output [N, D]
+    """
+    idx, values = sparse_dropout(x, p)
+    lin = linear_first(conv)
+    if lin is None:
+        dense = torch.zeros_like(x)
+        dense[idx[0], idx[1]] = values
+        return conv(dense, edge_index)
+    # The indices come from nonzero(): valid, sorted and unique, so no invariant check is needed.
+    xs = torch.sparse_coo_tensor(idx, values, x.shape, is_coalesced=True, check_invariants=False)
+    h = torch.sparse.mm(xs, lin.weight.t())
+    if getattr(lin, "bias", None) is not None:
+        h = h + lin.bias
+    return conv_on_projected(conv, lin, h, edge_index)
 
 
 def build_model(in_channels: int, out_channels: int, cfg: ModelConfig) -> GNN:

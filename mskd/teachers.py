@@ -54,7 +54,7 @@ def checkpoint_payload(
     return {
         "kind": kind,
         "mskd_version": __version__,
-        "model_config": dataclasses.asdict(model.cfg),
+        "model_config": model.cfg.to_dict(),
         "train_config": dataclasses.asdict(train_cfg),
         "seed": seed,
         "in_channels": model.in_channels,
@@ -108,7 +108,7 @@ def _reuse(path: Path, cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
            data: GraphDataset) -> dict[str, Any]:
     payload = load_checkpoint(path)
     check_compatible(payload, data, path)
-    wanted = {"model_config": dataclasses.asdict(cfg),
+    wanted = {"model_config": cfg.to_dict(),
               "train_config": dataclasses.asdict(train_cfg), "seed": seed}
     for key, value in wanted.items():
         if payload.get(key) != value:
@@ -183,5 +183,5 @@ def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every,
 def training_key(cfg: ModelConfig, train_cfg: TrainConfig, seed: int, data: GraphDataset,
                  **extra: Any) -> dict[str, Any]:
     """What a saved training state must match to be resumed (see :class:`mskd.train.Resume`)."""
-    return {"model_config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(train_cfg),
+    return {"model_config": cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
             "seed": seed, "dataset": data.name, "fingerprint": data.fingerprint(), **extra}

@@ -173,6 +173,9 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[Path, Path, Path], list[str]], str]]
     "other-architecture": (
         lambda t, npz, td: [*_depth1(npz, "--arch", "gcn"), "--teachers", str(td)],
         "teacher-1.pt was trained with a different model config"),
+    "other-input-dropout": (
+        lambda t, npz, td: [*_depth1(npz, "--input-dropout", "sparse"), "--teachers", str(td)],
+        "teacher-1.pt was trained with a different model config"),
     "truncated-in-teacher-dir": (
         lambda t, npz, td: [*_depth1(npz), "--teachers",
                             str(_damaged_teachers(t, td, lambda b: b[: len(b) // 2]))],

@@ -140,3 +140,120 @@ def test_invalid_config_rejected() -> None:
         GNN(16, 3, ModelConfig(arch="gin"))
     with pytest.raises(ConfigError, match="hidden_layers must be >= 1"):
         GNN(16, 3, ModelConfig(hidden_layers=0))
+
+
+def _sparse_features(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with about 80 % of its entries zeroed, like a bag-of-words matrix."""
+    g = torch.Generator().manual_seed(1)
+    return x * (torch.rand(x.shape, generator=g) < 0.2)
+
+
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
+def test_sparse_input_dropout_without_dropout_equals_dense(graph, arch) -> None:
+    # With p = 0 the sparse first layer must compute exactly what the dense one does, gradients
+    # included: only the way the product is formed differs.
+    x, ei = graph
+    x = _sparse_features(x)
+    cfg = ModelConfig(arch=arch, hidden_layers=2, hidden=4, heads=2, residual=True,
+                      dropout=0.0, attn_dropout=0.0)
+    torch.manual_seed(0)
+    dense = GNN(16, 3, cfg).train()
+    sparse = GNN(16, 3, dataclasses.replace(cfg, input_dropout="sparse")).train()
+    sparse.load_state_dict(dense.state_dict())
+    outs = []
+    for model in (dense, sparse):
+        logits, hidden = model(x, ei)
+        (logits.square().sum() + sum(h.sum() for h in hidden)).backward()
+        outs.append((logits, hidden, [p.grad for p in model.parameters()]))
+    (a, ha, ga), (b, hb, gb) = outs
+    torch.testing.assert_close(b, a)
+    for u, v in zip(hb, ha):
+        torch.testing.assert_close(u, v)
+    for u, v in zip(gb, ga):
+        torch.testing.assert_close(u, v)
+
+
+def test_sparse_dropout_keeps_zeros_and_scales_survivors() -> None:
+    from mskd.models import sparse_dropout
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(200, 300, generator=g) < 0.1) * torch.rand(200, 300, generator=g)
+    torch.manual_seed(0)
+    idx, values = sparse_dropout(x, 0.3)
+    # The indices are exactly x's non-zeros, and each value is dropped or scaled by 1 / (1 - p).
+    assert torch.equal(idx, x.nonzero().t())
+    orig = x[idx[0], idx[1]]
+    kept = values != 0
+    torch.testing.assert_close(values[kept], orig[kept] / 0.7)
+    # ~6,000 draws at p = 0.3: the dropped share is within 5 standard deviations (0.03) of p.
+    dropped = 1 - kept.float().mean().item()
+    assert abs(dropped - 0.3) < 0.03
+
+
+@pytest.mark.parametrize("arch", ["gat", "gcn"])
+def test_sparse_first_layer_is_the_conv_of_the_dropped_out_input(graph, arch) -> None:
+    from mskd.models import sparse_dropout, sparse_dropout_conv
+
+    x, ei = graph
+    x = _sparse_features(x)
+    cfg = ModelConfig(arch=arch, hidden_layers=1, hidden=4, heads=2, attn_dropout=0.0)
+    conv = GNN(16, 3, cfg).convs[0]
+    torch.manual_seed(3)
+    out = sparse_dropout_conv(conv, x, ei, 0.5)
+    torch.manual_seed(3)
+    idx, values = sparse_dropout(x, 0.5)
+    dropped = torch.zeros_like(x)
+    dropped[idx[0], idx[1]] = values
+    torch.testing.assert_close(out, conv(dropped, ei))
+    assert 0 < (values == 0).sum() < values.numel()  # something was dropped, not everything
+
+
+def test_sparse_input_dropout_sees_an_input_changed_in_place(graph) -> None:
+    # The non-zero positions are remembered between calls with the same tensor; changing that
+    # tensor in place must not reuse them.
+    x, ei = graph
+    x = _sparse_features(x)
+    cfg = ModelConfig(hidden_layers=1, hidden=4, heads=2, dropout=0.0, attn_dropout=0.0)
+    torch.manual_seed(0)
+    dense = GNN(16, 3, cfg).train()
+    sparse = GNN(16, 3, dataclasses.replace(cfg, input_dropout="sparse")).train()
+    sparse.load_state_dict(dense.state_dict())
+    sparse(x, ei)
+    x[:, :8] = 0.0
+    x[:5, 8:] = 1.0
+    torch.testing.assert_close(sparse(x, ei)[0], dense(x, ei)[0])
+
+
+def test_sparse_input_dropout_does_not_change_eval() -> None:
+    cfg = ModelConfig(hidden_layers=2, hidden=4, heads=2)
+    x = _sparse_features(torch.randn(30, 16))
+    ei = torch.randint(0, 30, (2, 90))
+    torch.manual_seed(0)
+    dense = GNN(16, 3, cfg).eval()
+    sparse = GNN(16, 3, dataclasses.replace(cfg, input_dropout="sparse")).eval()
+    sparse.load_state_dict(dense.state_dict())
+    assert torch.equal(sparse(x, ei)[0], dense(x, ei)[0])
+
+
+def test_model_config_dict_leaves_out_later_fields_at_their_default() -> None:
+    # Checkpoints written before input_dropout existed store no such key; a dense config must
+    # still produce exactly their dict, a sparse one must not.
+    from mskd.config import ConfigError
+
+    dense = ModelConfig()
+    assert "input_dropout" not in dense.to_dict()
+    assert ModelConfig(**dense.to_dict()) == dense
+    sparse = ModelConfig(input_dropout="sparse")
+    assert sparse.to_dict()["input_dropout"] == "sparse"
+    assert ModelConfig(**sparse.to_dict()) == sparse
+    with pytest.raises(ConfigError, match="unknown input_dropout 'lazy'"):
+        ModelConfig(input_dropout="lazy").validate()
+
+
+def test_presets_use_sparse_input_dropout_on_coauthor_only() -> None:
+    for name in ("coauthor-cs", "coauthor-physics"):
+        run = preset(name)
+        assert {m.input_dropout for m in (*run.teachers, run.student)} == {"sparse"}
+    for name in ("cora", "citeseer", "amazon-photo", "amazon-computers", "ppi"):
+        run = preset(name)
+        assert {m.input_dropout for m in (*run.teachers, run.student)} == {"dense"}
