@@ -748,8 +748,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     _refuse_existing(args.json, "--json")
-    # The preset with --teacher-depths/--arch/--input-dropout applied; bench's --epochs counts timed epochs, it
-    # is not the preset's training length.
+    # The preset with --teacher-depths/--arch/--input-dropout applied; bench's --epochs counts
+    # timed epochs, it is not the preset's training length.
     cfg = resolve_config(argparse.Namespace(**{**vars(args), "epochs": None, "patience": None,
                                                "lr": None}))
     teacher_dir = Path(args.teachers) if args.teachers else None
