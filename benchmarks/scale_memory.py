@@ -74,6 +74,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-nodes", type=float, default=1.0)
     p.add_argument("--replicate", type=int, default=1)
+    p.add_argument("--input-dropout", choices=("dense", "sparse"), default=None,
+                   help="first-layer dropout of every model (default: the preset's)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
 
@@ -82,9 +84,13 @@ def main() -> None:
     train = dataclasses.replace(cfg.student_train, epochs=a.epochs, patience=a.epochs)
     teacher_train = dataclasses.replace(cfg.teacher_train, epochs=a.teacher_epochs,
                                         patience=a.teacher_epochs)
+    teacher, student = cfg.teachers[0], cfg.student
+    if a.input_dropout:
+        teacher = dataclasses.replace(teacher, input_dropout=a.input_dropout)
+        student = dataclasses.replace(student, input_dropout=a.input_dropout)
     cfg = dataclasses.replace(
-        cfg, seed=a.seed, student_train=train, teacher_train=teacher_train,
-        teachers=with_depths(cfg.teachers[0], tuple(int(d) for d in a.teacher_depths.split(","))),
+        cfg, seed=a.seed, student_train=train, teacher_train=teacher_train, student=student,
+        teachers=with_depths(teacher, tuple(int(d) for d in a.teacher_depths.split(","))),
         distill=dataclasses.replace(cfg.distill, method=a.method),
         scale=ScaleConfig(a.sampler, tuple(int(f) for f in a.fanout.split(",")), a.batch_size,
                           a.chunk_size),
@@ -111,6 +117,7 @@ def main() -> None:
     rec = {
         "dataset": data.name, "nodes": int(g.num_nodes), "edges": int(g.edge_index.shape[1]),
         "method": a.method, "scale": dataclasses.asdict(cfg.scale), "epochs": a.epochs,
+        "input_dropout": cfg.student.input_dropout,
         "threads": torch.get_num_threads(),
         "rss_loaded_mb": round(rss_loaded / 2**20, 1),
         "peak_training_mb": round(_status("VmHWM") / 2**20, 1),

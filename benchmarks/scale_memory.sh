@@ -21,3 +21,4 @@ row nb-x4 "${nb[@]}" --replicate 4
 row full-half --sampler full --keep-nodes 0.5
 row full-x1 --sampler full
 row full-x2 --sampler full --replicate 2
+row full-x4 --sampler full --replicate 4
