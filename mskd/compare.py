@@ -214,18 +214,25 @@ def run_compare(
 
     A cell being computed also saves its training state every ``checkpoint_every`` seconds, so
     an interrupted cell continues where it stopped. ``fresh`` recomputes every cell (``--force``).
-    ``out`` is locked for the duration. Returns the ``compare.json`` record (also written, with
-    ``compare.csv`` and ``compare.md``).
+    Each seed's directory is locked while its cells are computed, and ``out`` itself only while
+    the settings are checked and the tables written: several processes can therefore fill one
+    comparison with disjoint ``seeds`` (one per core), and a last call with every seed, whose
+    cells are then all finished, writes the combined tables. Returns the ``compare.json`` record
+    of ``seeds`` (also written, with ``compare.csv`` and ``compare.md``).
     """
     validate_methods(base, methods)
     with RunLock(out, log=log):
-        return _run_compare(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
-                            checkpoint_every, fresh)
+        check_settings(out, base, data, fresh)
+    cells = _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
+                       checkpoint_every, fresh)
+    record = compare_record(data, seeds, cells)
+    with RunLock(out, log=log):
+        write_compare(out, record)
+    return record
 
 
-def _run_compare(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
-                 checkpoint_every, fresh):
-    check_settings(out, base, data, fresh)
+def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
+               checkpoint_every, fresh) -> list[dict[str, Any]]:
     dev_data = data.to(device)
     plan = [(s, m) for s in seeds for m in (None, *methods)]  # None = the seed's teachers
     todo = [(s, m) for s, m in plan if fresh or not _cell_path(out, s, m).exists()]
@@ -234,50 +241,48 @@ def _run_compare(base, data, seeds, methods, out, device, quiet, log, teacher_ca
     spent: dict[str, list[float]] = {"teachers": [], "student": []}
     t_start = time.perf_counter()
     cells: list[dict[str, Any]] = []
-    loaded_teachers: dict[int, list] = {}
     done = 0
-    for seed, method in plan:
-        path = _cell_path(out, seed, method)
-        if path.exists() and not fresh:
-            doc = _read_json(path)
-            cells += (_cell_rows_from_teachers(doc) if method is None
-                      else [_cell_row_from_student(doc, seed)])
-            continue
-        done += 1
-        kind = "teachers" if method is None else "student"
-        log(f"[{done}/{len(todo)}] seed {seed} · {method or 'teachers'} "
-            f"(elapsed {_hms(time.perf_counter() - t_start)}, ETA {_eta(spent, todo[done - 1:])})")
-        t0 = time.perf_counter()
-        cfg = cell_config(base, seed, method or base.distill.method)
-        if seed not in loaded_teachers:
-            tdir = out / f"seed{seed}" / "teachers"
-            tdir.mkdir(parents=True, exist_ok=True)
-            loaded_teachers[seed] = train_or_load_teachers(cfg, data, tdir, device, quiet, log,
-                                                           checkpoint_every, fresh)
-        teachers = loaded_teachers[seed]
-        if method is None:
-            rows = _teacher_rows(teachers, dev_data, seed)
-            write_json(path, {"seed": seed, "teachers": rows})
-            cells += _cell_rows_from_teachers({"teachers": rows})
-        else:
-            cell_dir = path.parent
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            student, details = train_student(cfg, data, teachers, cell_dir, device, quiet,
-                                             teacher_cache=teacher_cache,
-                                             checkpoint_every=checkpoint_every, fresh=fresh,
-                                             log=log)
-            rec = results_record(cfg, data, teachers, student, details, str(device),
-                                 time.perf_counter() - t0)
-            rec["seed"] = seed
-            rec["student"]["infer_s"] = inference_time(student.model, dev_data)
-            write_json(path, rec)
-            cells.append(_cell_row_from_student(rec, seed))
-        spent[kind].append(time.perf_counter() - t0)
-        if seed != (todo[done][0] if done < len(todo) else None):
-            loaded_teachers.pop(seed, None)  # free the seed's teachers once it is done
-    record = compare_record(data, seeds, cells)
-    write_compare(out, record)
-    return record
+    for seed in seeds:
+        teachers = None  # trained or loaded when the seed's first unfinished cell needs them
+        with RunLock(out / f"seed{seed}", log=log):
+            for method in (None, *methods):
+                path = _cell_path(out, seed, method)
+                if path.exists() and not fresh:
+                    doc = _read_json(path)
+                    cells += (_cell_rows_from_teachers(doc) if method is None
+                              else [_cell_row_from_student(doc, seed)])
+                    continue
+                done += 1
+                kind = "teachers" if method is None else "student"
+                log(f"[{done}/{len(todo)}] seed {seed} · {method or 'teachers'} "
+                    f"(elapsed {_hms(time.perf_counter() - t_start)}, "
+                    f"ETA {_eta(spent, todo[done - 1:])})")
+                t0 = time.perf_counter()
+                cfg = cell_config(base, seed, method or base.distill.method)
+                if teachers is None:
+                    tdir = out / f"seed{seed}" / "teachers"
+                    tdir.mkdir(parents=True, exist_ok=True)
+                    teachers = train_or_load_teachers(cfg, data, tdir, device, quiet, log,
+                                                      checkpoint_every, fresh)
+                if method is None:
+                    rows = _teacher_rows(teachers, dev_data, seed)
+                    write_json(path, {"seed": seed, "teachers": rows})
+                    cells += _cell_rows_from_teachers({"teachers": rows})
+                else:
+                    cell_dir = path.parent
+                    cell_dir.mkdir(parents=True, exist_ok=True)
+                    student, details = train_student(cfg, data, teachers, cell_dir, device, quiet,
+                                                     teacher_cache=teacher_cache,
+                                                     checkpoint_every=checkpoint_every,
+                                                     fresh=fresh, log=log)
+                    rec = results_record(cfg, data, teachers, student, details, str(device),
+                                         time.perf_counter() - t0)
+                    rec["seed"] = seed
+                    rec["student"]["infer_s"] = inference_time(student.model, dev_data)
+                    write_json(path, rec)
+                    cells.append(_cell_row_from_student(rec, seed))
+                spent[kind].append(time.perf_counter() - t0)
+    return cells
 
 
 def _cell_path(out: Path, seed: int, method: str | None) -> Path:

@@ -230,3 +230,42 @@ def test_a_comparison_saved_before_a_new_setting_existed_still_resumes(finished_
     assert _compare(npz, out) == 0
     changed = {k for k, v in _mtimes(out).items() if v != before.get(k)}
     assert not any(k.startswith("seed") for k in changed)  # no cell recomputed
+
+
+def test_processes_with_disjoint_seeds_fill_one_comparison(finished_compare, tmp_path,
+                                                             monkeypatch, capsys) -> None:
+    # While a seed's cells run, only that seed's directory is locked: another process can work
+    # on other seeds of the same comparison, and a last call with every seed combines them.
+    from mskd.runs import RunDirError, RunLock
+
+    npz, ref = finished_compare
+    out = tmp_path / "cmp"
+    real = mskd.compare.train_student
+    seen = []
+
+    def probing(cfg, *args, **kwargs):
+        with RunLock(out):  # the comparison's own directory is free during training
+            pass
+        with pytest.raises(RunDirError, match="in use by another mskd process"):
+            RunLock(out / f"seed{cfg.seed}").acquire()
+        seen.append(cfg.seed)
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(mskd.compare, "train_student", probing)
+    one_seed = ["--seeds", "1", *ARGS[2:]]
+    assert main(["compare", "--dataset", str(npz), "--out", str(out), *one_seed]) == 0
+    assert seen == [1, 1]
+    assert json.loads((out / "compare.json").read_text())["seeds"] == [1]
+    # Seed 1 busy in "another process": asking for it fails with a one-line error naming it.
+    with RunLock(out / "seed1"):
+        line = cli_error(capsys, ["compare", "--dataset", str(npz), "--out", str(out), *ARGS])
+    assert "seed1 is in use by another mskd process" in line
+    assert (out / "seed0" / "kd" / "results.json").is_file()  # seed 0 was computed before that
+    # Every cell is finished now: this call only reads them, and matches a one-process run.
+    monkeypatch.setattr(mskd.compare, "train_student", real)
+    assert _compare(npz, out) == 0
+    rec = json.loads((out / "compare.json").read_text())
+    want = json.loads((ref / "compare.json").read_text())
+    assert rec["seeds"] == [0, 1]
+    assert [(r["name"], r["test_mean"], r["test_std"]) for r in rec["rows"]] == [
+        (r["name"], r["test_mean"], r["test_std"]) for r in want["rows"]]
