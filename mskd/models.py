@@ -35,6 +35,7 @@ class GNN(nn.Module):
     Shapes:
         x: [N, F], edge_index: [2, E] -> logits: [N, C],
         hidden: ``cfg.hidden_layers`` tensors of shape [N, cfg.width].
+        ``x`` may also be a sparse COO tensor: the first layer then works on its non-zeros only.
     """
 
     def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig) -> None:
@@ -84,9 +85,9 @@ class GNN(nn.Module):
         hidden: list[Tensor] = []
         h = x
         for i, (conv, res) in enumerate(zip(self.convs, self.res)):
-            if i == 0 and self.training and self.cfg.input_dropout == "sparse":
+            if i == 0 and (x.is_sparse or (self.training and self.cfg.input_dropout == "sparse")):
                 # The first layer never has a residual (see __init__).
-                z = sparse_dropout_conv(conv, h, edge_index, p)
+                z = sparse_dropout_conv(conv, h, edge_index, p, self.training)
             else:
                 h_in = F.dropout(h, p=p, training=self.training)
                 z = conv(h_in, edge_index)
@@ -154,35 +155,43 @@ def _nonzero(x: Tensor) -> Tensor:
     return idx
 
 
-def sparse_dropout(x: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """Training-mode dropout of the non-zero entries of ``x``: each is zeroed with probability
+def sparse_dropout(x: Tensor, p: float, training: bool = True) -> tuple[Tensor, Tensor]:
+    """Dropout of the non-zero entries of ``x``: in training each is zeroed with probability
     ``p`` and the others scaled by ``1 / (1 - p)``, which is dense dropout's distribution since a
     zero entry stays zero either way.
 
     Shapes:
-        x: [N, F] (dense) -> (indices [2, nnz] of x's non-zeros in row-major order, values [nnz])
+        x: [N, F], dense or sparse COO (coalesced) -> (indices [2, nnz] of x's non-zeros in
+        row-major order, values [nnz])
     """
-    idx = _nonzero(x)
-    return idx, F.dropout(x[idx[0], idx[1]], p=p, training=True)
+    if x.is_sparse:
+        idx, values = x.indices(), x.values()
+    else:
+        idx = _nonzero(x)
+        values = x[idx[0], idx[1]]
+    return idx, F.dropout(values, p=p, training=training)
 
 
-def sparse_dropout_conv(conv: nn.Module, x: Tensor, edge_index: Tensor, p: float) -> Tensor:
-    """``conv(dropout(x, p), edge_index)`` in training, with :func:`sparse_dropout`.
+def sparse_dropout_conv(conv: nn.Module, x: Tensor, edge_index: Tensor, p: float,
+                        training: bool = True) -> Tensor:
+    """``conv(dropout(x, p), edge_index)`` with :func:`sparse_dropout`.
 
     For GAT and GCN the dropped-out input stays sparse and is multiplied with the layer's linear
     map directly, so neither N x F random numbers nor the dense product are computed; GraphSAGE,
-    which aggregates its raw input, gets it back as a dense matrix.
+    which aggregates its raw input, gets it back as a dense matrix. ``x`` may be a sparse COO
+    tensor (the rows of a sampled batch, see :class:`mskd.sampling.SparseRows`).
 
     Shapes:
-        x: [N, F] (dense), edge_index: [2, E] -> the layer's output [N, D]
+        x: [N, F] (dense or sparse COO), edge_index: [2, E] -> the layer's output [N, D]
     """
-    idx, values = sparse_dropout(x, p)
+    idx, values = sparse_dropout(x, p, training)
     lin = linear_first(conv)
     if lin is None:
-        dense = torch.zeros_like(x)
+        dense = torch.zeros(x.shape, dtype=values.dtype, device=values.device)
         dense[idx[0], idx[1]] = values
         return conv(dense, edge_index)
-    # The indices come from nonzero(): valid, sorted and unique, so no invariant check is needed.
+    # The indices come from nonzero() or a coalesced tensor: valid, sorted and unique, so no
+    # invariant check is needed.
     xs = torch.sparse_coo_tensor(idx, values, x.shape, is_coalesced=True, check_invariants=False)
     h = torch.sparse.mm(xs, lin.weight.t())
     if getattr(lin, "bias", None) is not None:

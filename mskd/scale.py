@@ -132,8 +132,9 @@ def hooks(model: nn.Module, data: GraphDataset, scale: ScaleConfig, seeds: Tenso
     net = net if net is not None else model
     n_train = int(graph.mask.sum())
     scale_task = n_train / seeds.numel()
+    # A model with sparse input dropout takes a batch's features as sparse rows.
     batches = SeedBatches(graph, seeds, scale.hops(n_layers(model)), scale.batch_size, seed,
-                          rank, world)
+                          rank, world, sparse_features=model.cfg.input_dropout == "sparse")
     device = graph.x.device
 
     def forward(batch, epoch: int) -> tuple[Tensor, Step]:

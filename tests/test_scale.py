@@ -15,7 +15,7 @@ from mskd.distill import METHODS, train_student
 from mskd.inference import _Chunks
 from mskd.losses import local_structure
 from mskd.models import GNN
-from mskd.sampling import SeedBatches, sample_hops
+from mskd.sampling import SeedBatches, SparseRows, sample_hops
 from mskd.scale import CachedTeacherOutputs, check_supported
 
 CPU = torch.device("cpu")
@@ -187,6 +187,44 @@ def test_sampled_distillation_learns_with_every_method(method, tmp_path):
     assert hist[-1]["task"] < hist[0]["task"]
     assert 0.0 <= student.test <= 1.0
     assert (tmp_path / f"student-{method}.pt").exists()
+
+
+def test_sparse_rows_gather_the_dense_rows():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(30, 12, generator=g) * (torch.rand(30, 12, generator=g) < 0.2)
+    x[[3, 7]] = 0.0  # rows without any non-zero
+    rows = SparseRows(x)
+    for n_id in (torch.tensor([7, 0, 3, 29, 0, 12]), torch.arange(30), torch.tensor([3]),
+                 torch.tensor([], dtype=torch.long)):
+        got = rows.rows(n_id)
+        assert got.is_sparse and got.is_coalesced() and got.shape == (n_id.numel(), 12)
+        assert torch.equal(got.to_dense(), x[n_id])
+
+
+def test_seed_batches_with_sparse_features_carry_the_same_rows():
+    g = _dataset().splits["train"][0]
+    seeds = torch.arange(g.num_nodes)
+    dense = list(SeedBatches(g, seeds, [3, 2], 8, seed=2)(0))
+    sparse = list(SeedBatches(g, seeds, [3, 2], 8, seed=2, sparse_features=True)(0))
+    assert len(dense) == len(sparse)
+    for a, b in zip(dense, sparse):
+        assert torch.equal(a.n_id, b.n_id) and torch.equal(a.edge_index, b.edge_index)
+        assert b.x.is_sparse and torch.equal(b.x.to_dense(), a.x)
+
+
+@pytest.mark.parametrize("method", ["none", "mskd"])
+def test_sampled_distillation_with_sparse_input_dropout_learns(method, tmp_path):
+    data = _dataset()
+    teachers = _teachers(data, depths=(1, 2))
+    run = _run(method, ScaleConfig("neighbor", (3, 2), batch_size=8), epochs=4)
+    run = dataclasses.replace(run, student=dataclasses.replace(run.student,
+                                                               input_dropout="sparse"))
+    student, details = train_student(run, data, teachers, tmp_path, CPU, quiet=True)
+    hist = details["history"]
+    assert all(torch.isfinite(torch.tensor(list(h.values()), dtype=torch.float64)).all()
+               for h in hist)
+    assert hist[-1]["task"] < hist[0]["task"]
+    assert 0.0 <= student.test <= 1.0
 
 
 def test_sampled_training_needs_one_transductive_graph():
