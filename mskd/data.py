@@ -241,6 +241,37 @@ def _working_root(data_root: Path, spec: DatasetSpec) -> Path:
     return work
 
 
+@contextlib.contextmanager
+def _dataset_lock(data_root: Path, spec: DatasetSpec):
+    """Hold an exclusive OS lock (``flock``) on one dataset of one data root while it is prepared.
+
+    The lock file lives in the cache, never in the data root, which may be read-only. The kernel
+    drops the lock when its holder dies, so a killed run cannot block later ones. No lock on
+    systems without ``fcntl`` (Windows).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    key = hashlib.sha1(str(_dataset_dir(data_root.resolve(), spec)).encode()).hexdigest()[:16]
+    path = cache_dir() / "locks" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(
+                f"waiting for another mskd process preparing {_dataset_dir(data_root, spec)}",
+                file=sys.stderr, flush=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _load_pyg(spec: DatasetSpec, root: Path):
     from torch_geometric import datasets as D
 
@@ -329,13 +360,17 @@ def load_dataset(
     if spec.family == "OGB":
         from .ogb_data import load_ogb
 
-        x, ei, y, masks, info = load_ogb(key, root, _offline())
+        with _dataset_lock(root, spec):
+            x, ei, y, masks, info = load_ogb(key, root, _offline())
         return _transductive(key, SINGLE, int(y.max()) + 1, x, ei, y, masks, info)
-    work = _working_root(root, spec)
     try:
-        # PyG announces processing on stdout; stdout is reserved for mskd's tables.
-        with contextlib.redirect_stdout(sys.stderr):
-            parts = _load_pyg(spec, work)
+        # Two runs started together (one per core) must not copy, process or read a half-written
+        # processed/ file of the same dataset at once: whoever comes second waits.
+        with _dataset_lock(root, spec):
+            work = _working_root(root, spec)
+            # PyG announces processing on stdout; stdout is reserved for mskd's tables.
+            with contextlib.redirect_stdout(sys.stderr):
+                parts = _load_pyg(spec, work)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - download/parse failures all mean "data unusable"

@@ -417,3 +417,26 @@ def test_fingerprint_sensitive_to_labels_and_edges(tiny_graph, write_npz) -> Non
     assert load_npz(write_npz({**tiny_graph, "edge_index": ei}, "g.npz")).fingerprint() != base
     x = tiny_graph["x"] * 2
     assert load_npz(write_npz({**tiny_graph, "x": x}, "g.npz")).fingerprint() != base
+
+
+def test_second_loader_waits_while_a_dataset_is_being_prepared(ppi_root, cache_dir, capfd) -> None:
+    # Two runs launched together used to process the same raw files at once, and one read the
+    # other's half-written processed file. Now the second waits for the first.
+    import hashlib
+    import threading
+
+    from mskd.data import DATASETS, _dataset_lock
+
+    root, written = ppi_root
+    loaded = {}
+    with _dataset_lock(root, DATASETS["ppi"]):
+        t = threading.Thread(target=lambda: loaded.setdefault("ds", load_dataset("ppi", root)))
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive(), "load_dataset did not wait for the lock"
+        key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+        assert not (cache_dir / "processed" / key / "PPI" / "processed").exists()
+    t.join(timeout=120)
+    assert not t.is_alive()
+    assert [g.num_nodes for g in loaded["ds"].splits["train"]] == [w["nodes"] for w in written["train"]]
+    assert "waiting for another mskd process preparing" in capfd.readouterr().err
