@@ -244,11 +244,12 @@ def fit(
 
     # Logs (CI, nohup) are not terminals: redraw rarely there instead of a line per epoch.
     interactive = sys.stderr.isatty()
-    bar = tqdm(range(first, cfg.epochs + 1), desc=desc, disable=quiet or finished, leave=True,
-               dynamic_ncols=True, mininterval=0.1 if interactive else 30.0,
-               initial=first - 1, total=cfg.epochs)
+    # Updated by hand, not by iterating it: an iterated bar only writes its count back when it
+    # redraws, so tqdm's monitor thread drew stale counts beside fresh postfixes in logs.
+    bar = tqdm(desc=desc, disable=quiet or finished, leave=True, dynamic_ncols=True,
+               mininterval=0.1 if interactive else 30.0, initial=first - 1, total=cfg.epochs)
     epoch = first - 1
-    for epoch in ([] if finished else bar):
+    for epoch in ([] if finished else range(first, cfg.epochs + 1)):
         model.train()
         for m in extra_modules:
             m.train()
@@ -299,6 +300,7 @@ def fit(
         # per epoch into non-terminal logs; the bar redraws itself at its own pace.
         bar.set_postfix(loss=f"{rec['task']:.3f}", val=f"{val:.4f}",
                         best=f"{best[0]:.4f}@{best_epoch}", refresh=False)
+        bar.update(1)
         done = since_best >= cfg.patience or epoch == cfg.epochs
         if resume is not None and (done or time.perf_counter() - last_save >= resume.every_s):
             # Saved after the stopping decision, so a resumed run stops exactly where this would.
