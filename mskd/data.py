@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from .runs import RunLock
+
 
 class DataError(ValueError):
     """Missing or malformed data; the CLI prints it on one line and exits with code 2."""
@@ -241,35 +243,15 @@ def _working_root(data_root: Path, spec: DatasetSpec) -> Path:
     return work
 
 
-@contextlib.contextmanager
-def _dataset_lock(data_root: Path, spec: DatasetSpec):
-    """Hold an exclusive OS lock (``flock``) on one dataset of one data root while it is prepared.
-
-    The lock file lives in the cache, never in the data root, which may be read-only. The kernel
-    drops the lock when its holder dies, so a killed run cannot block later ones. No lock on
-    systems without ``fcntl`` (Windows).
+def _dataset_lock(data_root: Path, spec: DatasetSpec) -> RunLock:
+    """A lock on one dataset of one data root while it is prepared and loaded; a second process
+    waits for it. Its file lives in the cache, never in the data root, which may be read-only.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
     key = hashlib.sha1(str(_dataset_dir(data_root.resolve(), spec)).encode()).hexdigest()[:16]
-    path = cache_dir() / "locks" / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            print(
-                f"waiting for another mskd process preparing {_dataset_dir(data_root, spec)}",
-                file=sys.stderr, flush=True,
-            )
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+    return RunLock(
+        cache_dir() / "locks" / key, log=lambda m: print(m, file=sys.stderr, flush=True),
+        waiting=f"waiting for another mskd process preparing {_dataset_dir(data_root, spec)}",
+    )
 
 
 def _load_pyg(spec: DatasetSpec, root: Path):

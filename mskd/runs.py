@@ -172,11 +172,15 @@ class RunLock:
     dies, ``kill -9`` included. A lock file left by a dead process is therefore stale by
     construction: the next process takes it over and says so. Used as a context manager.
     On systems without ``fcntl`` (Windows) no lock is taken.
+
+    By default a busy directory is refused (:class:`RunDirError`). With ``waiting`` set, the lock
+    is waited for instead, after logging that message with the owner's pid.
     """
 
-    def __init__(self, directory: Path, log=None) -> None:
+    def __init__(self, directory: Path, log=None, waiting: str | None = None) -> None:
         self.path = Path(directory) / LOCK_NAME
         self.log = log
+        self.waiting = waiting
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -191,12 +195,18 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 owner = _read_owner(fd)
-                os.close(fd)
-                raise RunDirError(
-                    f"{self.path.parent} is in use by another mskd process (pid "
-                    f"{owner.get('pid', '?')} on {owner.get('host', '?')}, since "
-                    f"{owner.get('since', '?')}); wait for it to finish or use another --out"
-                ) from None
+                if self.waiting is not None:
+                    if self.log is not None:
+                        self.log(f"{self.waiting} (pid {owner.get('pid', '?')} on "
+                                 f"{owner.get('host', '?')})")
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    os.close(fd)
+                    raise RunDirError(
+                        f"{self.path.parent} is in use by another mskd process (pid "
+                        f"{owner.get('pid', '?')} on {owner.get('host', '?')}, since "
+                        f"{owner.get('since', '?')}); wait for it to finish or use another --out"
+                    ) from None
             # The previous owner may have removed the file between our open and our lock: then
             # we locked an orphan inode and must start again on the new file.
             try:
