@@ -41,7 +41,15 @@ from .report import (
     model_row,
     results_record,
 )
-from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write_json, write_text
+from .runs import (
+    RESUME_SUFFIX,
+    RunDirError,
+    RunLock,
+    first_difference,
+    load_checkpoint,
+    write_json,
+    write_text,
+)
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
 CONFIG_FILE = "compare-config.json"
@@ -258,6 +266,9 @@ def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cach
                     f"(elapsed {_hms(time.perf_counter() - t_start)}, "
                     f"ETA {_eta(spent, todo[done - 1:])})")
                 t0 = time.perf_counter()
+                # A cell that continues saved work costs only part of a cell: timing it would
+                # make the ETA of everything after it far too short.
+                partial = not fresh and _has_saved_work(out / f"seed{seed}", method)
                 cfg = cell_config(base, seed, method or base.distill.method)
                 if teachers is None:
                     tdir = out / f"seed{seed}" / "teachers"
@@ -281,8 +292,16 @@ def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cach
                     rec["student"]["infer_s"] = inference_time(student.model, dev_data)
                     write_json(path, rec)
                     cells.append(_cell_row_from_student(rec, seed))
-                spent[kind].append(time.perf_counter() - t0)
+                if not partial:
+                    spent[kind].append(time.perf_counter() - t0)
     return cells
+
+
+def _has_saved_work(seed_dir: Path, method: str | None) -> bool:
+    if method is not None:
+        return any((seed_dir / method).glob("*" + RESUME_SUFFIX))
+    tdir = seed_dir / "teachers"  # finished teachers are reused, unfinished ones resumed
+    return any(tdir.glob("*" + RESUME_SUFFIX)) or any(tdir.glob("teacher-*.pt"))
 
 
 def _cell_path(out: Path, seed: int, method: str | None) -> Path:

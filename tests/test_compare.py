@@ -215,6 +215,32 @@ def test_interrupted_compare_resumes_where_it_stopped(tmp_path, monkeypatch, cap
     assert [r["name"] for r in rec["rows"]] == ["teacher-1", "teacher-2", "none", "kd"]
 
 
+def test_a_resumed_cell_does_not_set_the_eta(finished_compare, tmp_path, monkeypatch,
+                                             capsys) -> None:
+    # A cell that continues a saved training takes a fraction of a cell's time; the ETA printed
+    # before the next cell must not be extrapolated from it.
+    npz, src = finished_compare
+    out = tmp_path / "cmp"
+    shutil.copytree(src, out)
+    for method in ("none", "kd"):
+        (out / "seed1" / method / "results.json").unlink()
+    saved = out / "seed1" / "none" / "student-none.resume"
+    saved.write_bytes(b"stands for a saved training state")
+    real = mskd.compare.train_student
+
+    def continuing(cfg, *args, **kwargs):
+        saved.unlink(missing_ok=True)  # the real state is not needed to time the cell
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(mskd.compare, "train_student", continuing)
+    capsys.readouterr()
+    argv = [a for a in ARGS if a != "--quiet"]
+    assert main(["compare", "--dataset", str(npz), "--out", str(out), *argv]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "] seed 1 · " in ln]
+    assert len(lines) == 2 and "seed 1 · kd" in lines[1], lines
+    assert "ETA after the first cell" in lines[1]
+
+
 def test_a_comparison_saved_before_a_new_setting_existed_still_resumes(finished_compare,
                                                                         tmp_path) -> None:
     # Settings added later (here the sampler) default to the old behaviour: an older
