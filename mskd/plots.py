@@ -55,8 +55,8 @@ def plot_degree(rec: dict[str, Any], path: Path) -> Path:
     ax.set_xticks(xs, [_bucket_tick(b) for b in rec["buckets"]])
     ax.set_xlabel("in-degree bucket of test nodes (quantiles; self-loops not counted)")
     ax.set_ylabel(f"test {rec['metric']}")
-    ax.set_title(f"{rec['dataset']}: test {rec['metric']} by node degree "
-                 f"({len(rec['seeds'])} seed(s))")
+    ax.set_title(f"{rec['dataset']}: test {rec['metric']} by node degree, "
+                 f"mean ± std over {len(rec['seeds'])} seed(s)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="best")
     if att:
@@ -69,7 +69,7 @@ def plot_degree(rec: dict[str, Any], path: Path) -> Path:
         ax2.axhline(1.0 / k, color="grey", linestyle=":", linewidth=1, label="uniform (1/K)")
         ax2.set_xticks(xs, [_bucket_tick(b) for b in rec["buckets"]])
         ax2.set_xlabel("in-degree bucket of test nodes")
-        ax2.set_ylabel("mean attention weight")
+        ax2.set_ylabel("attention weight, mean ± std over seeds")
         ax2.set_title(f"mskd student: post-training node attention per teacher "
                       f"(tau = {att['tau']})")
         ax2.grid(True, axis="y", alpha=0.3)
