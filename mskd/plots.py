@@ -77,6 +77,15 @@ def plot_degree(rec: dict[str, Any], path: Path) -> Path:
     return _save(fig, plt, path)
 
 
+def score_axis_limits(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """y-axis range of the compare plot: every validation and test bar with its error bar, plus a
+    margin, within [0, 1]."""
+    ends = [(r[f"{split}_mean"] - r[f"{split}_std"], r[f"{split}_mean"] + r[f"{split}_std"])
+            for r in rows for split in ("val", "test")]
+    # Scores of compared models are close: start the axis near the lowest bar so differences show.
+    return max(0.0, min(lo for lo, _ in ends) - 0.05), min(1.0, max(hi for _, hi in ends) + 0.05)
+
+
 def plot_compare(rec: dict[str, Any], path: Path) -> Path:
     """Validation and test metric per model, bars = mean, error bars = std over seeds."""
     plt = require_matplotlib()
@@ -88,10 +97,7 @@ def plot_compare(rec: dict[str, Any], path: Path) -> Path:
     ax.bar([x + 0.2 for x in xs], [r["test_mean"] for r in rows], 0.4,
            yerr=[r["test_std"] for r in rows], capsize=3, label="test")
     ax.set_xticks(xs, [r["name"] for r in rows], rotation=30, ha="right")
-    lows = [min(r["val_mean"] - r["val_std"], r["test_mean"] - r["test_std"]) for r in rows]
-    # Scores of compared models are close: start the axis near the lowest bar so differences show.
-    ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(r["test_mean"] + r["test_std"]
-                                                         for r in rows) + 0.05))
+    ax.set_ylim(*score_axis_limits(rows))
     ax.set_ylabel(rec["metric"])
     ax.set_title(f"{rec['dataset']}: mean ± std over {len(rec['seeds'])} seed(s)")
     ax.grid(True, axis="y", alpha=0.3)

@@ -18,6 +18,7 @@ import mskd.compare
 from mskd.cli import main
 from mskd.compare import parse_methods, parse_seeds
 from mskd.config import ConfigError
+from mskd.plots import score_axis_limits
 from mskd.report import aggregate_rows, compare_csv, compare_markdown, mean_std
 from mskd.train import TrainingError
 
@@ -94,6 +95,17 @@ def test_markdown_and_csv_rendering() -> None:
     assert set(parsed[0]) == ROW_KEYS
     assert float(parsed[1]["val_std"]) == pytest.approx(math.sqrt(0.02))
     assert parsed[0]["method"] == "" and parsed[2]["method"] == "mskd"
+
+
+def test_plot_axis_shows_every_bar_whole() -> None:
+    # Validation can sit far above test (Amazon Computers: 0.91 against 0.79): the axis must
+    # reach the top of the validation bars too, not only the test ones.
+    rows = [{"val_mean": 0.91, "val_std": 0.02, "test_mean": 0.79, "test_std": 0.01},
+            {"val_mean": 0.80, "val_std": 0.10, "test_mean": 0.76, "test_std": 0.06}]
+    lo, hi = score_axis_limits(rows)
+    assert hi >= 0.93 and lo <= 0.70
+    assert score_axis_limits([{"val_mean": 0.99, "val_std": 0.03, "test_mean": 0.02,
+                               "test_std": 0.03}]) == (0.0, 1.0)
 
 
 def test_parse_seeds_and_methods() -> None:
