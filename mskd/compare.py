@@ -41,15 +41,7 @@ from .report import (
     model_row,
     results_record,
 )
-from .runs import (
-    RESUME_SUFFIX,
-    RunDirError,
-    RunLock,
-    first_difference,
-    load_checkpoint,
-    write_json,
-    write_text,
-)
+from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write_json, write_text
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
 CONFIG_FILE = "compare-config.json"
@@ -298,10 +290,10 @@ def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cach
 
 
 def _has_saved_work(seed_dir: Path, method: str | None) -> bool:
-    if method is not None:
-        return any((seed_dir / method).glob("*" + RESUME_SUFFIX))
-    tdir = seed_dir / "teachers"  # finished teachers are reused, unfinished ones resumed
-    return any(tdir.glob("*" + RESUME_SUFFIX)) or any(tdir.glob("teacher-*.pt"))
+    # An unfinished cell's directory holds only what it will reuse: saved training states and,
+    # for the teachers, those already trained.
+    cell_dir = seed_dir / (method or "teachers")
+    return cell_dir.is_dir() and any(cell_dir.iterdir())
 
 
 def _cell_path(out: Path, seed: int, method: str | None) -> Path:
