@@ -72,9 +72,19 @@ def plot_degree(rec: dict[str, Any], path: Path) -> Path:
         ax2.set_ylabel("attention weight, mean ± std over seeds")
         ax2.set_title(f"mskd student: post-training node attention per teacher "
                       f"(tau = {att['tau']})")
+        ax2.set_ylim(*attention_axis_limits(att))
         ax2.grid(True, axis="y", alpha=0.3)
-        ax2.legend(fontsize=8, ncol=k + 1, loc="best")
+        ax2.legend(fontsize=8, ncol=k + 1, loc="upper center")
     return _save(fig, plt, path)
+
+
+def attention_axis_limits(att: dict[str, Any]) -> tuple[float, float]:
+    """y-axis range of the attention panel: every bar with its error bar and the uniform line,
+    plus a band on top for the one-row legend, so the legend never hides an error bar."""
+    k = len(att["teachers"])
+    top = max([1.0 / k] + [m + s for ms, ss in zip(att["mean"], att["std"])
+                           for m, s in zip(ms, ss)])
+    return 0.0, top * 1.2
 
 
 def score_axis_limits(rows: list[dict[str, Any]]) -> tuple[float, float]:

@@ -18,7 +18,7 @@ import mskd.compare
 from mskd.cli import main
 from mskd.compare import parse_methods, parse_seeds
 from mskd.config import ConfigError
-from mskd.plots import score_axis_limits
+from mskd.plots import attention_axis_limits, score_axis_limits
 from mskd.report import aggregate_rows, compare_csv, compare_markdown, mean_std
 from mskd.train import TrainingError
 
@@ -106,6 +106,18 @@ def test_plot_axis_shows_every_bar_whole() -> None:
     assert hi >= 0.93 and lo <= 0.70
     assert score_axis_limits([{"val_mean": 0.99, "val_std": 0.03, "test_mean": 0.02,
                                "test_std": 0.03}]) == (0.0, 1.0)
+
+
+def test_the_attention_axis_leaves_room_above_every_error_bar() -> None:
+    # Seeds that disagree give error bars of about 0.1 (Amazon Computers): the one-row legend
+    # on top of the panel hid their caps before the axis had a band for it.
+    att = {"teachers": ["teacher-1", "teacher-2", "teacher-3"],
+           "mean": [[0.31, 0.33, 0.35], [0.37, 0.31, 0.31]],
+           "std": [[0.10, 0.04, 0.11], [0.10, 0.08, 0.10]]}
+    lo, hi = attention_axis_limits(att)
+    assert lo == 0.0 and hi >= 1.15 * 0.47
+    uniform = {"teachers": ["a", "b"], "mean": [[0.5, 0.5]], "std": [[0.0, 0.0]]}
+    assert attention_axis_limits(uniform)[1] > 0.5  # the 1/K line stays inside the axis
 
 
 def test_parse_seeds_and_methods() -> None:
