@@ -11,6 +11,9 @@ Export and PyG (checked against PyG 2.8.1 and torch 2.13; see ``docs/performance
   GATConv that are equal for a non-bipartite graph. A trace can still bake a shape into the
   program, so :func:`export_torchscript` checks the traced model against the original on a second
   graph of another size before it writes anything.
+- Both export PyG's layers: a model on mskd's fused layers (``mskd.convs``) is exported as its
+  PyG twin with the same weights (:func:`exportable`), since the fused layers' custom autograd
+  function and CSR tensors do not trace. The two compute the same function.
 - ONNX: the model is capturable by ``torch.export`` with dynamic node and edge counts, which is
   the first half of ``torch.onnx.export(dynamo=True)``; the second half needs the ``onnx`` and
   ``onnxscript`` packages. Without them ``--format onnx`` is refused with that reason.
@@ -22,6 +25,7 @@ import importlib.util
 import io
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -140,13 +144,23 @@ def default_out(checkpoint: Path, fmt: str) -> Path:
     return checkpoint.with_suffix(SUFFIXES[fmt])
 
 
+def exportable(model: GNN) -> GNN:
+    """``model`` on PyG's layers (a copy with the same weights if it is on the fused ones), in
+    eval mode on the CPU: the form both exporters trace."""
+    model = model.cpu()
+    if model.conv_impl != "pyg":
+        model = model.with_conv("pyg")
+    return model.eval()
+
+
 def export_torchscript(model: GNN, path: Path, meta: dict[str, Any]) -> None:
-    """Trace ``model`` (eval mode) to TorchScript, check it on another graph, write it atomically.
+    """Trace ``model`` (eval mode, on PyG's layers: :func:`exportable`) to TorchScript, check it
+    on another graph, write it atomically.
 
     ``meta`` is stored inside the file as ``mskd.json`` (``torch.jit.load(path,
     _extra_files={"mskd.json": ""})`` reads it back).
     """
-    model = model.cpu().eval()
+    model = exportable(model)
     wrapped = LogitsOnly(model).eval()
     trace_inputs = example_graph(11, 40, model.in_channels, seed=0)
     with torch.no_grad(), warnings.catch_warnings():
@@ -184,11 +198,15 @@ def export_onnx(model: GNN, path: Path) -> None:
     why = onnx_unavailable()
     if why:
         raise ExportError(why)
-    wrapped = LogitsOnly(model.cpu().eval()).eval()
+    wrapped = LogitsOnly(exportable(model)).eval()
     inputs = example_graph(11, 40, model.in_channels, seed=0)
     dims = {"x": {0: torch.export.Dim("num_nodes")}, "edge_index": {1: torch.export.Dim("num_edges")}}
-    # Written beside the target and renamed over it: a failed export leaves no partial file.
-    tmp = path.with_name(f".{path.name}.tmp")
+    # Written beside the target and renamed over it: a failed export leaves no partial file. A
+    # fresh name (mkstemp creates it exclusively), never a fixed one, where a planted symbolic
+    # link would redirect the write.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
         program = torch.onnx.export(wrapped, inputs, dynamo=True, dynamic_shapes=dims,
                                     input_names=["x", "edge_index"], output_names=["logits"])

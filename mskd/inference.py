@@ -30,7 +30,7 @@ from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from .models import conv_on_projected, linear_first
+from .convs import conv_on_projected, linear_first
 
 
 class _Chunks:

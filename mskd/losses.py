@@ -212,9 +212,66 @@ def with_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
     return edge_index
 
 
+# Floats of one gathered [chunk, F] block in :func:`edge_kernel`: 4M (16 MB in float32) keeps a
+# chunk cache-friendly-sized while each call is still large enough to run at full speed.
+EDGE_CHUNK_FLOATS = 1 << 22
+
+
+def _kernel_chunks(h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: KernelParams,
+                   chunk: int) -> Tensor:
+    return torch.cat([kernel(h[src[i:i + chunk]], h[dst[i:i + chunk]], params)
+                      for i in range(0, src.numel(), chunk)] or [h.new_zeros(0)])
+
+
+class _EdgeKernel(torch.autograd.Function):
+    """Per-edge kernel values computed chunk by chunk; the backward pass recomputes each chunk's
+    gathered endpoints instead of keeping [E, F] tensors from the forward pass."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: KernelParams,
+                chunk: int) -> Tensor:
+        ctx.save_for_backward(h, src, dst)
+        ctx.kernel, ctx.params, ctx.chunk = kernel, params, chunk
+        return _kernel_chunks(h, src, dst, kernel, params, chunk)
+
+    @staticmethod
+    def backward(ctx, grad_k: Tensor):
+        h, src, dst = ctx.saved_tensors
+        grad_h = torch.zeros_like(h)
+        chunk = ctx.chunk
+        with torch.enable_grad():
+            for i in range(0, src.numel(), chunk):
+                s, d = src[i:i + chunk], dst[i:i + chunk]
+                h_s = h[s].detach().requires_grad_()
+                h_d = h[d].detach().requires_grad_()
+                k = ctx.kernel(h_s, h_d, ctx.params)
+                g_s, g_d = torch.autograd.grad(k, (h_s, h_d), grad_k[i:i + chunk])
+                grad_h.index_add_(0, s, g_s)
+                grad_h.index_add_(0, d, g_d)
+        return grad_h, None, None, None, None, None
+
+
+def edge_kernel(h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: KernelParams,
+                chunk: int | None = None) -> Tensor:
+    """``kernel(h[src], h[dst], params)`` without keeping an [E, F] tensor alive: the edges are
+    processed in chunks of ``chunk`` (default: ``EDGE_CHUNK_FLOATS / F``), and when ``h`` needs a
+    gradient the backward pass recomputes each chunk, so memory kept for the backward pass is
+    ``h`` and the edge index only. Works for any kernel of :data:`KERNELS` or a callable of the
+    same form.
+
+    Shapes:
+        h: [N, F], src: [E], dst: [E] -> [E]
+    """
+    if chunk is None:
+        chunk = max(1, EDGE_CHUNK_FLOATS // max(1, h.size(1)))
+    if h.requires_grad and torch.is_grad_enabled():
+        return _EdgeKernel.apply(h, src, dst, kernel, params, chunk)
+    return _kernel_chunks(h, src, dst, kernel, params, chunk)
+
+
 def _log_structure(h: Tensor, edge_index: Tensor, kernel: Kernel, params: KernelParams) -> Tensor:
     src, dst = edge_index
-    return segment_log_softmax(kernel(h[src], h[dst], params), dst, h.size(0))
+    return segment_log_softmax(edge_kernel(h, src, dst, kernel, params), dst, h.size(0))
 
 
 def edge_log_structure(

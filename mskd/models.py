@@ -17,9 +17,27 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 from .config import ModelConfig
+from .convs import CONVS, conv_on_projected, linear_first, make_conv
+
+# The message-passing implementation new models get (``mskd.convs``): "fused" (sparse-dense
+# products, the default) or "pyg" (PyG's own layers). Not part of ModelConfig: the two compute
+# the same function with the same parameters, so checkpoints, teacher caches and configs do not
+# depend on it, as they do not depend on the device.
+_default_conv = "fused"
+
+
+def set_default_conv(impl: str) -> None:
+    """Make ``impl`` ("fused" | "pyg") the implementation of models built from now on."""
+    global _default_conv
+    if impl not in CONVS:
+        raise ValueError(f"unknown conv implementation {impl!r}; valid: {', '.join(CONVS)}")
+    _default_conv = impl
+
+
+def default_conv() -> str:
+    return _default_conv
 
 _ACTIVATIONS = {"elu": F.elu, "relu": F.relu}
 
@@ -31,6 +49,8 @@ class GNN(nn.Module):
         in_channels: input feature width F.
         out_channels: number of classes (or labels) C.
         cfg: architecture, widths, heads, residual, dropout and activation.
+        conv: message-passing implementation, "fused" or "pyg" (default: :func:`default_conv`);
+            the parameters, and so the state dict, are the same for both.
 
     Shapes:
         x: [N, F], edge_index: [2, E] -> logits: [N, C],
@@ -38,10 +58,15 @@ class GNN(nn.Module):
         ``x`` may also be a sparse COO tensor: the first layer then works on its non-zeros only.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig) -> None:
+    def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig,
+                 conv: str | None = None) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        self.conv_impl = conv or _default_conv
+        if self.conv_impl not in CONVS:
+            raise ValueError(f"unknown conv implementation {self.conv_impl!r}; "
+                             f"valid: {', '.join(CONVS)}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.convs = nn.ModuleList()
@@ -57,15 +82,18 @@ class GNN(nn.Module):
         self.act = _ACTIVATIONS[cfg.activation]
 
     def _conv(self, in_dim: int, out_per_head: int, heads: int) -> nn.Module:
-        cfg = self.cfg
-        if cfg.arch == "gat":
-            # Heads stay concatenated here; the output layer averages them after the residual.
-            return GATConv(in_dim, out_per_head, heads=heads, concat=True,
-                           dropout=cfg.attn_dropout, add_self_loops=True)
-        out_dim = out_per_head * heads
-        if cfg.arch == "gcn":
-            return GCNConv(in_dim, out_dim, add_self_loops=True)
-        return SAGEConv(in_dim, out_dim, aggr="mean")
+        # GAT heads stay concatenated here; the output layer averages them after the residual.
+        return make_conv(self.cfg.arch, in_dim, out_per_head, heads, self.cfg.attn_dropout,
+                         self.conv_impl)
+
+    def with_conv(self, conv: str) -> GNN:
+        """A copy of this model (same weights, same train/eval mode) on implementation ``conv``."""
+        like = next(self.parameters())
+        twin = GNN(self.in_channels, self.out_channels, self.cfg, conv)
+        twin.to(device=like.device, dtype=like.dtype).load_state_dict(self.state_dict())
+        for mine, theirs in zip(self.parameters(), twin.parameters()):
+            theirs.requires_grad_(mine.requires_grad)
+        return twin.train(self.training)
 
     @staticmethod
     def _shortcut(in_dim: int, out_dim: int, enabled: bool) -> nn.Module | None:
@@ -119,25 +147,6 @@ class GNN(nn.Module):
         from .inference import layerwise
 
         return layerwise(self, x, edge_index, chunk_size, keep_hidden)
-
-
-def linear_first(conv: nn.Module) -> nn.Module | None:
-    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
-    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
-    if isinstance(conv, GCNConv):
-        return conv.lin
-    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
-        return conv.lin
-    return None
-
-
-def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Tensor) -> Tensor:
-    """``conv(x, edge_index)`` given ``h = lin(x)``, where ``lin = linear_first(conv)``."""
-    conv.lin = nn.Identity()
-    try:
-        return conv(h, edge_index)
-    finally:
-        conv.lin = lin
 
 
 # Non-zero positions of the last input seen by sparse_dropout_conv: full-batch training hands the
@@ -199,8 +208,9 @@ def sparse_dropout_conv(conv: nn.Module, x: Tensor, edge_index: Tensor, p: float
     return conv_on_projected(conv, lin, h, edge_index)
 
 
-def build_model(in_channels: int, out_channels: int, cfg: ModelConfig) -> GNN:
-    return GNN(in_channels, out_channels, cfg)
+def build_model(in_channels: int, out_channels: int, cfg: ModelConfig,
+                conv: str | None = None) -> GNN:
+    return GNN(in_channels, out_channels, cfg, conv)
 
 
 def count_parameters(model: nn.Module) -> int:

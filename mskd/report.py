@@ -17,6 +17,7 @@ from . import __version__
 from .config import RunConfig
 from .data import GraphDataset
 from .evaluate import metric_name
+from .models import default_conv
 from .teachers import TrainedModel
 
 
@@ -34,6 +35,8 @@ def environment() -> dict[str, Any]:
         "torch_geometric": torch_geometric.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor() or None,
         "threads": torch.get_num_threads(),
+        # Which message-passing implementation models were built on (mskd.convs).
+        "conv": default_conv(),
     }
 
 

@@ -12,7 +12,9 @@ from torch import Tensor
 from mskd.losses import (
     KERNELS,
     LOSSES,
+    KernelParams,
     at_loss,
+    edge_kernel,
     fitnet_loss,
     kd_loss,
     local_structure,
@@ -372,3 +374,45 @@ def test_lsp_gradcheck(kernel: str) -> None:
     h_s = _features(3, seed=70, scale=scale).requires_grad_()
     h_t = _features(3, seed=71, scale=scale)
     assert torch.autograd.gradcheck(lambda h: lsp_loss(h, h_t, EDGE_INDEX, kernel=kernel), (h_s,))
+
+
+# --------------------------------------------------------------------------------------------
+# edge_kernel: the chunked, recomputing per-edge kernel behind the student side of LSP
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_edge_kernel_equals_the_plain_gather(kernel: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(30, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    src, dst = torch.randint(0, 30, (2, 200), generator=gen)
+    params = KernelParams(scale=3.0)
+    fn = KERNELS[kernel]
+    want = fn(h[src], h[dst], params)
+    upstream = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    (want_grad,) = torch.autograd.grad(want, h, upstream)
+    for chunk in (1, 17, 1000):  # one edge per chunk, a ragged last chunk, a single chunk
+        got = edge_kernel(h, src, dst, fn, params, chunk=chunk)
+        (got_grad,) = torch.autograd.grad(got, h, upstream)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_grad, want_grad)
+    assert torch.autograd.gradcheck(lambda x: edge_kernel(x, src, dst, fn, params, chunk=13), (h,))
+
+
+def test_lsp_keeps_no_per_edge_feature_tensor_for_backward() -> None:
+    gen = torch.Generator().manual_seed(4)
+    n, width, e = 50, 16, 400
+    h_s = torch.randn(n, width, generator=gen, requires_grad=True)
+    h_t = torch.randn(n, 5, generator=gen)
+    ei = torch.randint(0, n, (2, e), generator=gen)
+    saved: list[tuple[int, ...]] = []
+
+    def keep(t: Tensor) -> Tensor:
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        loss = lsp_loss(h_s, h_t, ei)
+    loss.backward()
+    assert h_s.grad is not None and h_s.grad.abs().sum() > 0
+    # Saved for backward: node-sized tensors and per-edge scalars, never [E', width] rows.
+    assert not [s for s in saved if len(s) == 2 and s[1] == width and s[0] != n]

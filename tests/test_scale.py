@@ -60,10 +60,11 @@ def test_chunks_bound_gathered_rows_not_targets():
 
 
 def test_layerwise_leaves_the_model_unchanged(monkeypatch):
-    # GAT layers run on pre-projected input by swapping in an identity map for the call only.
+    # PyG's GAT layers run on pre-projected input by swapping in an identity map for the call
+    # only (the fused layers take it directly: forward_projected).
     data = _dataset()
     g = data.splits["train"][0]
-    model = GNN(data.num_features, data.num_classes, SMALL).eval()
+    model = GNN(data.num_features, data.num_classes, SMALL, conv="pyg").eval()
     keys = {k: v.clone() for k, v in model.state_dict().items()}
     lins = [conv.lin for conv in model.convs]
     model.layerwise(g.x, g.edge_index, chunk_size=5)

@@ -1,0 +1,168 @@
+"""GAT, GCN and GraphSAGE layers whose aggregation is a sparse-dense product (:mod:`mskd.sparse`).
+
+Each is a subclass of the PyG layer it replaces and computes exactly its math, so parameter
+names, shapes and initialisation are PyG's own and every checkpoint loads into either
+implementation. What changes is how in-edges are summed: PyG gathers an [E, heads, channels]
+message tensor and keeps it for the backward pass; these layers keep only per-edge scalars
+([E, heads] attention coefficients for GAT) and the [N, heads * channels] node projection.
+
+Only the forms mskd builds are covered: GAT with concatenated heads and self loops, no edge
+features and no built-in residual; GCN with self loops, no edge weights; SAGE with mean
+aggregation, root weight, no normalisation or projection. Graphs are square (one node set):
+full graphs, batches of graphs, sampled subgraphs and layer-wise chunks all are.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
+
+from .sparse import Adjacency, adjacency, spmm
+
+CONVS = ("fused", "pyg")
+
+
+def _gat_graph(edge_index: Tensor, n: int) -> Adjacency:
+    # GATConv's own normalisation and edge order: every self loop removed, one per node appended.
+    ei, _ = remove_self_loops(edge_index)
+    ei, _ = add_self_loops(ei, num_nodes=n)
+    return Adjacency(ei[0], ei[1], n)
+
+
+def _gcn_graph(edge_index: Tensor, n: int) -> Adjacency:
+    # GCNConv's: missing self loops added, symmetric normalisation over in-degrees.
+    ei, w = gcn_norm(edge_index, None, n, improved=False, add_self_loops=True)
+    return Adjacency(ei[0], ei[1], n, w)
+
+
+def _sage_graph(edge_index: Tensor, n: int) -> Adjacency:
+    src, dst = edge_index
+    deg = torch.bincount(dst, minlength=n).clamp_(min=1).to(torch.get_default_dtype())
+    return Adjacency(src, dst, n, deg.reciprocal()[dst])
+
+
+class FusedGATConv(GATConv):
+    """:class:`torch_geometric.nn.GATConv` (``concat=True``, ``add_self_loops=True``) with the
+    aggregation as one block-sparse product; attention dropout draws the same random numbers in
+    the same edge order as PyG, so seeded training matches it too.
+
+    Shapes:
+        x: [N, F], edge_index: [2, E] -> [N, heads * out_channels]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1,
+                 dropout: float = 0.0) -> None:
+        super().__init__(in_channels, out_channels, heads=heads, concat=True, dropout=dropout,
+                         add_self_loops=True)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
+        return self.forward_projected(self.lin(x), edge_index)
+
+    def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """The layer given ``h = self.lin(x)`` (lets a caller compute the projection itself,
+        e.g. from sparse input)."""
+        n, heads = h.size(0), self.heads
+        adj = adjacency(edge_index, n, "gat", _gat_graph)
+        hv = h.view(n, heads, self.out_channels)
+        a_src = (hv * self.att_src).sum(dim=-1)
+        a_dst = (hv * self.att_dst).sum(dim=-1)
+        alpha = F.leaky_relu(a_src[adj.src] + a_dst[adj.dst], self.negative_slope)
+        alpha = softmax(alpha, adj.dst, None, n)
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        out = spmm(alpha, h, adj)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+class FusedGCNConv(GCNConv):
+    """:class:`torch_geometric.nn.GCNConv` (self loops, symmetric normalisation) as
+    ``D^-1/2 (A + I) D^-1/2 (x W) + b`` with a sparse product.
+
+    Shapes:
+        x: [N, F], edge_index: [2, E] -> [N, out_channels]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, add_self_loops=True)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
+        return self.forward_projected(self.lin(x), edge_index)
+
+    def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """The layer given ``h = self.lin(x)``."""
+        adj = adjacency(edge_index, h.size(0), "gcn", _gcn_graph)
+        out = spmm(adj.weight.to(h.dtype), h, adj)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+class FusedSAGEConv(SAGEConv):
+    """:class:`torch_geometric.nn.SAGEConv` with mean aggregation:
+    ``lin_l(mean_{u -> v} x_u) + lin_r(x_v)``, with the mean as a sparse product. The mean is
+    taken after ``lin_l``'s weight where that is narrower than the input (the two orders are
+    equal; a node without in-edges gets ``lin_l``'s bias either way).
+
+    Shapes:
+        x: [N, F], edge_index: [2, E] -> [N, out_channels]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, aggr="mean")
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
+        adj = adjacency(edge_index, x.size(0), "sage", _sage_graph)
+        w = adj.weight.to(x.dtype)
+        if self.out_channels < x.size(1):
+            out = spmm(w, F.linear(x, self.lin_l.weight), adj)
+            if self.lin_l.bias is not None:
+                out = out + self.lin_l.bias
+        else:
+            out = self.lin_l(spmm(w, x, adj))
+        return out + self.lin_r(x)
+
+
+def linear_first(conv: nn.Module) -> nn.Module | None:
+    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
+    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
+    if isinstance(conv, GCNConv):
+        return conv.lin
+    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
+        return conv.lin
+    return None
+
+
+def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Tensor) -> Tensor:
+    """``conv(x, edge_index)`` given ``h = lin(x)``, where ``lin = linear_first(conv)``."""
+    if hasattr(conv, "forward_projected"):
+        return conv.forward_projected(h, edge_index)
+    conv.lin = nn.Identity()
+    try:
+        return conv(h, edge_index)
+    finally:
+        conv.lin = lin
+
+
+def make_conv(arch: str, in_dim: int, out_per_head: int, heads: int, attn_dropout: float,
+              impl: str = "fused") -> torch.nn.Module:
+    """One layer of ``arch`` ("gat" | "gcn" | "sage") in implementation ``impl``
+    ("fused" | "pyg"); GCN and SAGE have ``out_per_head * heads`` outputs. Both
+    implementations have the same parameters."""
+    if impl not in CONVS:
+        raise ValueError(f"unknown conv implementation {impl!r}; valid: {', '.join(CONVS)}")
+    fused = impl == "fused"
+    out_dim = out_per_head * heads
+    if arch == "gat":
+        if fused:
+            return FusedGATConv(in_dim, out_per_head, heads=heads, dropout=attn_dropout)
+        return GATConv(in_dim, out_per_head, heads=heads, concat=True, dropout=attn_dropout,
+                       add_self_loops=True)
+    if arch == "gcn":
+        return FusedGCNConv(in_dim, out_dim) if fused else GCNConv(in_dim, out_dim,
+                                                                   add_self_loops=True)
+    return FusedSAGEConv(in_dim, out_dim) if fused else SAGEConv(in_dim, out_dim, aggr="mean")
