@@ -10,22 +10,24 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import distributed
-from .config import INPUT_DROPOUTS, ConfigError, RunConfig, preset, with_depths
+from .config import INPUT_DROPOUTS, SEED_MAX, ConfigError, RunConfig, preset, with_depths
 from .data import DATASETS, DataError, canonical_name, load_dataset
 from .distill import METHODS
 from .runs import (
     CheckpointError,
     RunDirError,
     RunLock,
-    default_run_dir,
     ensure_dir,
     first_difference,
     load_checkpoint,
+    new_run_dir,
     write_json,
     write_text,
 )
@@ -37,24 +39,93 @@ class CliError(Exception):
     """An expected failure with a message for the user."""
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
+class UsageError(CliError):
+    """A command line argparse cannot parse (unknown flag, bad value)."""
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v >= 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return v
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as one ``mskd: error:`` line with exit code 2, like every other
+    error: argparse prints the usage block above its message and exits on its own."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# Numeric flags are checked when parsed, so a bad value is refused (argparse names the flag)
+# before anything is loaded or written. Integers are bounded too: beyond int64 torch fails with
+# "Overflow when unpacking long long", which names no flag.
+INT64_MAX = 2**63 - 1
+# Loss weights up to 1e6: beyond that the task loss (order 1) is below float32's resolution of
+# the weighted total (eps 1.2e-7) and takes no part in training.
+WEIGHT_MAX = 1e6
+# Temperatures (--tau, --temperature) within [1e-3, 1e3]: logits of order 100 divided by T stay
+# far inside float32, and the KD term's T^2 factor (at most 1e6) stays a weight like the others.
+SCALE_MAX = 1e3
+# Adam moves every weight by about lr per step: beyond 1 the weights leave any useful range in a
+# few steps, and the run would end in non-finite numbers instead of an error up front.
+LR_MAX = 1.0
+# A typo must not fork thousands of processes.
+NPROC_MAX = 1024
+# More buckets than test nodes are merged anyway; bounds the quantile arrays.
+BUCKETS_MAX = 1000
+
+
+def _int_range(low: int, high: int = INT64_MAX) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer {_int_bounds(low, high)}, "
+                                             f"got {text!r}")
+        return v
+    return parse
+
+
+def _int_bounds(low: int, high: int) -> str:
+    return f">= {low} (at most 2^63-1)" if high == INT64_MAX else f"in [{low}, {high}]"
+
+
+def _ints_range(low: int, high: int = INT64_MAX) -> Callable[[str], tuple[int, ...]]:
+    one = _int_range(low, high)
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            vals = tuple(one(v) for v in text.split(",") if v.strip())
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers "
+                                             f"{_int_bounds(low, high)}, got {text!r}") from None
+        if not vals:
+            raise argparse.ArgumentTypeError("expected at least one integer")
+        return vals
+    return parse
+
+
+def _real_range(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """A finite float in [low, high] ((low, high] with ``low_open``); NaN and inf are refused."""
+    shown = f"in {'(' if low_open else '['}{low:g}, {high:g}]" if high < math.inf else (
+        f"{'>' if low_open else '>='} {low:g}")
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        above = v > low if low_open else v >= low  # false for NaN
+        if not (above and v <= high and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"expected a finite number {shown}, got {text!r}")
+        return v
+    return parse
+
+
+_seconds = _real_range(0.0, math.inf)
+_seed = _int_range(0, SEED_MAX)
+_count = _int_range(1)
+_weight = _real_range(0.0, WEIGHT_MAX)
+# Deeper GNNs over-smooth to near-constant features long before this; a typo such as 1,2,30000
+# would otherwise build for minutes and then run out of memory.
+_depths = _ints_range(1, 64)
 
 
 def _log(quiet: bool):
@@ -78,7 +149,7 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = "cora",
     g.add_argument("--data-root", default=None,
                    help="folder holding PyG dataset folders (Planetoid/, Amazon/, ...); default "
                         "$MSKD_DATA_ROOT, else ~/.cache/mskd/data")
-    g.add_argument("--split-seed", type=int, default=None,
+    g.add_argument("--split-seed", type=_seed, default=None,
                    help="seed of the random 20/30-per-class split for datasets without an "
                         "official split (default 0)")
 
@@ -94,7 +165,7 @@ def _add_common_args(p: argparse.ArgumentParser, force_help: str = _RUN_FORCE) -
     g.add_argument("--teachers", default=None, metavar="DIR",
                    help="where teacher checkpoints are read from / written to (default OUT/teachers); "
                         "matching checkpoints there are reused, not retrained")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the run (default 0)")
+    g.add_argument("--seed", type=_seed, default=0, help="random seed of the run (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     _add_resume_args(g, force_help)
@@ -110,12 +181,13 @@ def _add_resume_args(g, force_help: str) -> None:
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("training (override the dataset preset)")
-    t.add_argument("--epochs", type=int, default=None,
+    t.add_argument("--epochs", type=_count, default=None,
                    help="maximum epochs for teachers and student")
-    t.add_argument("--patience", type=int, default=None,
+    t.add_argument("--patience", type=_count, default=None,
                    help="stop after this many epochs without a better validation score")
-    t.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    t.add_argument("--teacher-depths", type=_ints, default=None, metavar="L1,L2,...",
+    t.add_argument("--lr", type=_real_range(0.0, LR_MAX, low_open=True), default=None,
+                   help=f"Adam learning rate, in (0, {LR_MAX:g}]")
+    t.add_argument("--teacher-depths", type=_depths, default=None, metavar="L1,L2,...",
                    help="hidden layers of each teacher (default 1,2,3)")
     t.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default gat)")
@@ -131,16 +203,16 @@ def _add_scale_args(p: argparse.ArgumentParser, nproc: bool = False) -> None:
                    help="full: every step sees the whole graph (default); neighbor: mini-batches "
                         "of seed nodes with sampled neighbourhoods (PyG NeighborLoader), exact "
                         "layer-wise inference for teacher targets and evaluation")
-    g.add_argument("--fanout", type=_ints, default=None, metavar="K1,K2,...",
+    g.add_argument("--fanout", type=_ints_range(-1), default=None, metavar="K1,K2,...",
                    help="--sampler neighbor: neighbours sampled per node at each hop, -1 = all; "
                         "deeper models repeat the last value (default 15,10,5)")
-    g.add_argument("--batch-size", type=int, default=None, metavar="B",
+    g.add_argument("--batch-size", type=_count, default=None, metavar="B",
                    help="--sampler neighbor: seed nodes per step and process (default 1024)")
-    g.add_argument("--chunk-size", type=int, default=None, metavar="N",
+    g.add_argument("--chunk-size", type=_count, default=None, metavar="N",
                    help="--sampler neighbor: rows one chunk of layer-wise inference gathers, "
                         "target nodes plus their in-edges (default 4096); bounds its memory")
     if nproc:
-        g.add_argument("--nproc", type=int, default=1, metavar="N",
+        g.add_argument("--nproc", type=_int_range(1, NPROC_MAX), default=1, metavar="N",
                        help="train the student in N local processes with torch.distributed "
                             "(DDP; gloo on CPU, nccl on GPU); needs --sampler neighbor. The same "
                             "as `torchrun --nproc-per-node N -m mskd.cli ...`")
@@ -167,19 +239,23 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
     g.add_argument("--attention", default=None,
                    help="teacher weights: node (per-node cosine softmax, default), global "
                         "(the authors' one weight per teacher), uniform")
-    g.add_argument("--tau", type=float, default=None,
-                   help="temperature of the node attention softmax (small = sharper)")
+    g.add_argument("--tau", type=_real_range(1 / SCALE_MAX, SCALE_MAX), default=None,
+                   help="temperature of the node attention softmax (small = sharper), in "
+                        f"[{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
     g.add_argument("--schedule", default=None,
                    help="joint (all teachers every step, default) or sequential (the authors' "
                         "one teacher per phase, LSP only in each phase's warm-up)")
-    g.add_argument("--beta", type=float, default=None, help="weight of the structure term (LSP/FitNet/AT)")
-    g.add_argument("--gamma", type=float, default=None, help="weight of the logit KD term")
-    g.add_argument("--temperature", type=float, default=None, help="KD temperature T")
+    g.add_argument("--beta", type=_weight, default=None,
+                   help=f"weight of the structure term (LSP/FitNet/AT), in [0, {WEIGHT_MAX:g}]")
+    g.add_argument("--gamma", type=_weight, default=None,
+                   help=f"weight of the logit KD term, in [0, {WEIGHT_MAX:g}]")
+    g.add_argument("--temperature", type=_real_range(1 / SCALE_MAX, SCALE_MAX), default=None,
+                   help=f"KD temperature T, in [{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
     g.add_argument("--kernel", default=None, help="LSP kernel: l1 (default), rbf, linear, poly")
-    g.add_argument("--student-layer", type=_ints, default=None, metavar="I[,I,...]",
+    g.add_argument("--student-layer", type=_ints_range(0), default=None, metavar="I[,I,...]",
                    help="student hidden layer (0-based) matched to each teacher's last hidden "
                         "layer: one value for all or one per teacher (default: spread over depth)")
-    g.add_argument("--teacher-layers", type=int, default=None,
+    g.add_argument("--teacher-layers", type=_int_range(0), default=None,
                    help="single-teacher methods (kd, fitnet, at, lsp): use the teacher with this "
                         "many hidden layers (default the deepest)")
     g.add_argument("--faithful", action="store_true",
@@ -189,8 +265,12 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
                    help="re-run the frozen teachers every step instead of caching their outputs")
 
 
+_COMPARE_FORCE = ("start the comparison in OUT over: recompute every cell, even finished ones, "
+                  "and accept new settings")
+
+
 def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
-                      methods_default: str | None) -> None:
+                      methods_default: str | None, force_help: str = _COMPARE_FORCE) -> None:
     g = p.add_argument_group("comparison")
     g.add_argument("--out", default=None,
                    help="comparison directory (default runs/<dataset>/compare); rerunning with "
@@ -204,13 +284,12 @@ def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
     g.add_argument("--device", default="auto",
                    help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    _add_resume_args(g, "start the comparison in OUT over: recompute every cell, even finished "
-                        "ones, and accept new settings")
+    _add_resume_args(g, force_help)
     p.set_defaults(seed=0)  # one cell per seed of --seeds; resolve_config needs a base seed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mskd",
         description="Multi-scale knowledge distillation from multiple GNN teachers "
                     "(Zhang et al., AAAI 2022).",
@@ -276,8 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="DIR",
                    help="a finished `mskd compare` directory: analyse its checkpoints, train "
                         "nothing (its dataset and settings are used; --data-root still applies)")
-    _add_compare_args(p, seeds_default=None, methods_default=None)
-    p.add_argument("--buckets", type=int, default=4,
+    _add_compare_args(p, seeds_default=None, methods_default=None,
+                      force_help="replace an earlier degree analysis in OUT (never replaced "
+                                 "without it); without --run also " + _COMPARE_FORCE)
+    p.add_argument("--buckets", type=_int_range(1, BUCKETS_MAX), default=4,
                    help="number of in-degree quantile buckets (default 4; fewer when degrees tie)")
     p.add_argument("--no-plot", action="store_true", help="skip degree.png (no matplotlib needed)")
     _add_training_args(p)
@@ -318,22 +399,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--teachers", default=None, metavar="DIR",
                    help="time the trained teachers DIR/teacher-L.pt instead of fresh ones")
-    p.add_argument("--teacher-depths", type=_ints, default=None, metavar="L1,L2,...",
+    p.add_argument("--teacher-depths", type=_depths, default=None, metavar="L1,L2,...",
                    help="hidden layers of each teacher (default: the preset's, 1,2,3)")
     p.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default: the preset's, gat)")
     p.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
                    help="first-layer dropout of teachers and student, dense or sparse "
                         "(default: the preset's)")
-    p.add_argument("--epochs", type=int, default=3,
+    p.add_argument("--epochs", type=_count, default=3,
                    help="timed student epochs per mode (plain, uncached, cached; default 3)")
-    p.add_argument("--teacher-epochs", type=int, default=1,
+    p.add_argument("--teacher-epochs", type=_count, default=1,
                    help="timed training epochs per teacher (default 1)")
-    p.add_argument("--repeats", type=int, default=20,
+    p.add_argument("--repeats", type=_count, default=20,
                    help="timed inference forwards per model; the median is reported (default 20)")
-    p.add_argument("--warmup", type=int, default=3,
+    p.add_argument("--warmup", type=_int_range(0), default=3,
                    help="untimed inference forwards before those (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="also write the measurements as JSON (never overwrites)")
@@ -350,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, default=None)
     p.add_argument("--out", required=True, metavar="CSV",
                    help="where to write the predictions (an existing file is never overwritten)")
-    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
+    p.add_argument("--chunk-size", type=_count, default=None, metavar="N",
                    help="exact layer-wise inference in chunks gathering at most N rows (target "
                         "nodes plus their in-edges), for graphs whose whole-graph forward does "
                         "not fit in memory (default: one whole-graph forward)")
@@ -423,15 +504,20 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Path]:
-    out = Path(args.out) if args.out else default_run_dir(dataset_name)
+    out = Path(args.out) if args.out else new_run_dir(dataset_name)
     if (out / "results.json").exists() and args.func is not cmd_teachers and not args.force:
         raise RunDirError(
             f"{out} already holds a finished run (results.json); it is kept as it is. Choose "
             f"another --out, reuse its teachers with --teachers {out / 'teachers'}, or start it "
             "over with --force"
         )
-    ensure_dir(out)
     teacher_dir = Path(args.teachers) if args.teachers else out / "teachers"
+    if args.func is not cmd_teachers and teacher_dir.resolve() == out.resolve():
+        # Both directories are locked for the whole run: one directory would be refused as "in
+        # use" by this very process.
+        raise CliError(f"--teachers {args.teachers} is the run directory itself; give the "
+                       f"teachers a directory of their own (default {out / 'teachers'})")
+    ensure_dir(out)
     ensure_dir(teacher_dir)
     return out, teacher_dir
 
@@ -540,8 +626,6 @@ def _run_distributed(args: argparse.Namespace) -> int:
     if cfg.scale.sampler != "neighbor":
         raise CliError("several processes train with mini-batches: add --sampler neighbor")
     if not distributed.launched():
-        if args.nproc < 1:
-            raise CliError(f"--nproc must be >= 1, got {args.nproc}")
         return distributed.launch(args.nproc, args.argv)
     device = resolve_device(args.device)
     distributed.setup(device)
@@ -629,13 +713,12 @@ def cmd_degree(args: argparse.Namespace) -> int:
     from .plots import plot_degree, require_matplotlib
     from .train import resolve_device
 
-    if args.buckets < 1:
-        raise CliError(f"--buckets must be >= 1, got {args.buckets}")
     log = _log(args.quiet)
     if args.run:
         out = Path(args.run)
         if not out.is_dir():
             raise CliError(f"comparison directory not found: {out}")
+        _refuse_degree_overwrite(out, args.force)
         cfg = RunConfig.from_dict(load_settings(out)["config"])
         seeds, methods = existing_seeds_methods(out)
         seeds = parse_seeds(args.seeds) if args.seeds else seeds
@@ -648,6 +731,8 @@ def cmd_degree(args: argparse.Namespace) -> int:
     else:
         if args.dataset is None:
             raise CliError("give --dataset (train or resume a comparison) or --run DIR")
+        if args.out:
+            _refuse_degree_overwrite(Path(args.out), args.force)  # before any training
         try:
             _, out, cfg, data, methods, device = _compare(
                 args, args.seeds or "0-4", args.methods or ",".join(METHODS), not args.no_plot)
@@ -657,6 +742,7 @@ def cmd_degree(args: argparse.Namespace) -> int:
             raise SettingsMismatch(f"{e}; or analyse it with its own settings: "
                                    f"mskd degree --run {args.out or 'DIR'}") from None
         seeds = parse_seeds(args.seeds or "0-4")
+        _refuse_degree_overwrite(out, args.force)  # the default OUT is known only now
     rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log)
     write_json(out / "degree.json", rec)
     md = degree_markdown(rec)
@@ -667,6 +753,15 @@ def cmd_degree(args: argparse.Namespace) -> int:
     print(f"results in {out / 'degree.json'} (also degree.md"
           f"{', degree.png' if not args.no_plot else ''})")
     return 0
+
+
+def _refuse_degree_overwrite(out: Path, force: bool) -> None:
+    found = [n for n in ("degree.json", "degree.md", "degree.png") if (out / n).exists()]
+    if found and not force:
+        raise RunDirError(
+            f"{out} already holds a degree analysis ({', '.join(found)}); it is kept. Replace it "
+            f"with --force (mskd degree --run {out} --force retrains nothing)"
+        )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -781,8 +876,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     _refuse_existing(args.out, "--out")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise CliError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     device = resolve_device(args.device)
     path = Path(args.checkpoint)
     payload, model = _load_checkpoint_model(path, device)
@@ -825,7 +918,10 @@ def _error(message: object, code: int = EXIT_USAGE) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        return _error(e)
     # A --nproc launch hands the same arguments to every worker.
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .attention import teacher_weights
-from .config import ConfigError, RunConfig
+from .config import SEED_MAX, ConfigError, RunConfig
 from .data import GraphDataset
 from .distill import METHODS, train_student
 from .distill import validate as validate_distill
@@ -45,6 +45,8 @@ from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
 CONFIG_FILE = "compare-config.json"
+# Each seed is a full set of trained models: a comparison of more is a typo, not a plan.
+MAX_SEEDS = 1000
 
 
 class SettingsMismatch(RunDirError):
@@ -72,6 +74,11 @@ def parse_seeds(text: str) -> list[int]:
             ) from None
         if b < a:
             raise ConfigError(f"--seeds: empty range {part!r} (end before start)")
+        if b > SEED_MAX:
+            raise ConfigError(f"--seeds: {b} is beyond the largest seed, {SEED_MAX}")
+        if b - a + 1 + len(seeds) > MAX_SEEDS:
+            # Checked before the range is expanded: 0-4294967295 would not fit in memory.
+            raise ConfigError(f"--seeds: more than {MAX_SEEDS} seeds in {text!r}")
         seeds += range(a, b + 1)
     if not seeds:
         raise ConfigError("--seeds: no seed given")

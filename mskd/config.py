@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,12 @@ INPUT_DROPOUTS = ("dense", "sparse")
 
 class ConfigError(ValueError):
     """An invalid setting; the CLI turns it into a one-line error and exit code 2."""
+
+
+# Seeds (--seed, --split-seed, --seeds) live in NumPy's legacy seeding range: the training loop
+# seeds NumPy with ``seed % 2**32``, so larger seeds would repeat its streams, and derived
+# torch seeds (``seed * 1009 + rank``) stay far inside torch's 64-bit range.
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,11 @@ class TrainConfig:
     batch_size: int = 1  # graphs per step; only inductive datasets (PPI) have more than one
 
     def validate(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        # Written so that NaN fails too (every comparison with NaN is false).
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"lr must be finite and > 0, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.patience < 1:

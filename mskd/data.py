@@ -411,10 +411,25 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+# What a .npz (a zip archive: local file header, or the end record of an empty one) and a .npy
+# start with. np.load unpickles anything else, so a text file would get its allow_pickle hint:
+# advice to load unsafely.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _read_npz(p: Path) -> dict[str, np.ndarray]:
     try:
         # Our own handle: np.load leaks the one it opens when the zip directory is unreadable.
         with open(p, "rb") as fh:
+            head = fh.read(6)
+            if not head.startswith(_ZIP_MAGIC) and not head.startswith(_NPY_MAGIC):
+                raise DataError(
+                    f"{p} is not a readable .npz file (not a zip archive of arrays: it starts "
+                    f"with {head[:4]!r}); save the graph with np.savez(path, x=..., "
+                    "edge_index=..., y=...)"
+                )
+            fh.seek(0)
             loaded = np.load(fh, allow_pickle=False)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
                 raise DataError(
@@ -525,6 +540,8 @@ def load_npz(path: str | os.PathLike, split_seed: int = 0) -> GraphDataset:
     unpickling: object arrays are refused, never executed.
     """
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"{p} is a directory, not a .npz graph file")
     if not p.is_file():
         raise DataError(f"graph file not found: {p}")
     arrays = _read_npz(p)

@@ -93,10 +93,13 @@ def validate(cfg: DistillConfig, n_student_layers: int, teacher_depths: Sequence
         raise ConfigError(f"unknown kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
-    if cfg.temperature <= 0 or cfg.tau <= 0:
-        raise ConfigError("temperature and tau must be > 0")
-    if cfg.beta < 0 or cfg.gamma < 0:
-        raise ConfigError("beta and gamma must be >= 0")
+    # Written so that NaN fails too (every comparison with NaN is false).
+    if not (0 < cfg.temperature < math.inf and 0 < cfg.tau < math.inf):
+        raise ConfigError(f"temperature and tau must be finite and > 0, got {cfg.temperature} "
+                          f"and {cfg.tau}")
+    if not (0 <= cfg.beta < math.inf and 0 <= cfg.gamma < math.inf):
+        raise ConfigError(f"beta and gamma must be finite and >= 0, got {cfg.beta} and "
+                          f"{cfg.gamma}")
     if cfg.teacher_layers and cfg.teacher_layers not in teacher_depths:
         raise ConfigError(
             f"--teacher-layers {cfg.teacher_layers}: no such teacher; configured depths "

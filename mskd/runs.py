@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import json
 import os
 import socket
+import stat
 import tempfile
 import warnings
 from datetime import datetime
@@ -23,9 +26,28 @@ class RunDirError(ValueError):
     """A run directory that cannot be used (finished run, not writable)."""
 
 
-def default_run_dir(dataset: str, root: str | os.PathLike = "runs") -> Path:
+def new_run_dir(dataset: str, root: str | os.PathLike = "runs") -> Path:
+    """Create and return ``ROOT/DATASET/<timestamp>``, a directory no other run has.
+
+    Two runs started in the same second would share one timestamp: the second one gets
+    ``<timestamp>-2`` (then ``-3``, ...). ``mkdir`` without ``exist_ok`` is the atomic claim.
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / dataset / stamp
+    parent = Path(root) / dataset
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot write to output directory {parent}: {e.strerror or e}") from None
+    for n in itertools.count(1):
+        path = parent / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunDirError(f"cannot write to output directory {path}: {e.strerror or e}") from None
+        return path
+    raise AssertionError("unreachable")  # pragma: no cover - itertools.count never ends
 
 
 def ensure_dir(path: Path) -> Path:
@@ -95,7 +117,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"corrupt or unreadable checkpoint {p}: {msg}") from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise CheckpointError(f"{p} is not an mskd checkpoint (missing fields)")
+    bad = non_finite(payload["state_dict"])
+    if bad:
+        # Scores and predictions of such weights are meaningless (every logit NaN scores as
+        # class 0); a teacher with them would poison every student distilled from it.
+        raise CheckpointError(f"{p} holds non-finite weights (NaN or inf in {bad}); it cannot "
+                              "be used: retrain the model")
     return payload
+
+
+def non_finite(state: Any) -> str | None:
+    """Name of the first floating-point tensor of a state dict holding NaN or inf, or ``None``."""
+    if not isinstance(state, dict):
+        return None
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+            return str(name)
+    return None
 
 
 def _quiet_load(path: Path) -> Any:
@@ -155,6 +193,11 @@ def load_resume_state(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or "epoch" not in state or "key" not in state:
         raise CheckpointError(f"{path} is not an mskd resume state; delete it to start over")
+    bad = non_finite(state.get("model")) or non_finite(state.get("best_state"))
+    if bad:
+        # fit never saves such a state; one from an older mskd would resume into the failure.
+        raise CheckpointError(f"resume state {path} holds non-finite weights (NaN or inf in "
+                              f"{bad}); delete it (or use --force) to start that model over")
     return state
 
 
@@ -190,7 +233,7 @@ class RunLock:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -210,7 +253,7 @@ class RunLock:
             # The previous owner may have removed the file between our open and our lock: then
             # we locked an orphan inode and must start again on the new file.
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -226,6 +269,24 @@ class RunLock:
         os.pwrite(fd, json.dumps(me).encode(), 0)
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        """The lock file, never through a symbolic link: the lock is truncated and rewritten,
+        so a link planted at its name would overwrite whatever it points to."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP or self.path.is_symlink():
+                raise RunDirError(
+                    f"{self.path} is a symbolic link (to {os.readlink(self.path)}); mskd never "
+                    "writes through links in a run directory: remove it"
+                ) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(f"{self.path} is not a regular file; remove it")
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -242,6 +242,19 @@ def fit(
             "extra": resume.get_extra() if resume.get_extra is not None else {},
         })
 
+    named_params = [*model.named_parameters(),
+                    *((f"extra{i}.{n}", p) for i, m in enumerate(extra_modules)
+                      for n, p in m.named_parameters())]
+
+    def stop(what: str, epoch: int) -> NoReturn:
+        """End training on a non-finite number with the last finite weights in the model; the
+        last resume state on disk was saved from finite weights and is kept."""
+        model.load_state_dict(best_state)
+        kept = (f"; the state after epoch {saved_epoch} is kept in {resume.path}"
+                if resume is not None and resume.path.exists() else "")
+        raise TrainingError(f"{desc}: {what} at epoch {epoch}; stopped, best weights so far "
+                            f"are from epoch {best_epoch}{kept}")
+
     # Logs (CI, nohup) are not terminals: redraw rarely there instead of a line per epoch.
     interactive = sys.stderr.isatty()
     # Updated by hand, not by iterating it: an iterated bar only writes its count back when it
@@ -274,18 +287,20 @@ def fit(
                 loss = loss + w * v
             for name, v in parts.items():
                 if not torch.isfinite(v):
-                    model.load_state_dict(best_state)
-                    kept = (f"; the state after epoch {saved_epoch} is kept in {resume.path}"
-                            if resume is not None and resume.path.exists() else "")
-                    raise TrainingError(
-                        f"{desc}: loss term {name!r} is {v.item()} at epoch {epoch}; "
-                        f"stopped, best weights so far are from epoch {best_epoch}{kept}"
-                    )
+                    stop(f"loss term {name!r} is {v.item()}", epoch)
                 sums[name] = sums.get(name, 0.0) + v.item()
+            if not torch.isfinite(loss):
+                # Every term finite, their weighted sum not: a weight times a large term.
+                stop(f"the weighted total loss is {loss.item()}", epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             steps += 1
+        # Once per epoch, before the weights can be kept as best or saved in a resume state: a
+        # finite loss can still take a step to non-finite weights.
+        bad = next((n for n, p in named_params if not bool(p.detach().isfinite().all())), None)
+        if bad is not None:
+            stop(f"parameter {bad!r} became non-finite", epoch)
         val, val_loss = validate() if validate is not None else evaluate_split(model, data, "val")
         rec = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "val": val,
                "val_loss": val_loss}

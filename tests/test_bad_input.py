@@ -116,7 +116,29 @@ DATA_CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         "cut.npz is not a readable .npz file"),
     "pickle-not-npz": (lambda t: _run(t, _write(t / "p.npz", pickle.dumps(make_graph()))),
                        "p.npz is not a readable .npz file"),
+    # Not numpy's "allow_pickle=False" hint: that would be advice to load the file unsafely.
+    "text-file-npz": (lambda t: _run(t, _write(t / "g.npz", b"x,y\n1,2\n")),
+                      ("g.npz is not a readable .npz file (not a zip archive of arrays: it starts "
+                       "with b'x,y\\n'); save the graph with np.savez")),
+    "directory-npz": (lambda t: _run(t, _mkdir(t / "g.npz")),
+                      "g.npz is a directory, not a .npz graph file"),
+    "teachers-is-out": (lambda t: _run(t, _npz(t), "--teachers", str(t / "out")),
+                        "is the run directory itself; give the teachers a directory of their own"),
+    "seed-beyond-int64": (lambda t: _run(t, _npz(t), "--seed", str(2**64)),
+                          ("argument --seed: expected an integer in [0, 4294967295], got "
+                           f"'{2**64}'")),
+    "beta-nan": (lambda t: _run(t, _npz(t), "--beta", "nan"),
+                 "argument --beta: expected a finite number in [0, 1e+06], got 'nan'"),
+    "gamma-beyond-float32": (lambda t: _run(t, _npz(t), "--gamma", "1e39"),
+                             "argument --gamma: expected a finite number in [0, 1e+06], got '1e39'"),
+    "lr-inf": (lambda t: _run(t, _npz(t), "--lr", "inf"),
+               "argument --lr: expected a finite number in (0, 1], got 'inf'"),
 }
+
+
+def _mkdir(path: Path) -> str:
+    path.mkdir()
+    return str(path)
 
 
 @pytest.mark.parametrize("case", list(DATA_CASES))

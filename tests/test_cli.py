@@ -238,7 +238,8 @@ def test_bad_distill_option_fails_before_any_work(capsys, tiny_npz, tmp_path, fl
 def test_bad_config_value(capsys, tiny_npz, tmp_path) -> None:
     msg = _fail(capsys, ["run", "--dataset", str(tiny_npz), "--epochs", "0",
                          "--out", str(tmp_path / "out")])
-    assert "epochs must be >= 1" in msg
+    assert "argument --epochs: expected an integer >= 1 (at most 2^63-1), got '0'" in msg
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["distill"], ["teachers"], ["evaluate"]])

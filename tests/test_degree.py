@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_graph
+from conftest import cli_error, make_graph
 
 from mskd.cli import main
 from mskd.data import MULTI, SINGLE
@@ -125,8 +126,16 @@ def test_degree_writes_tables_plot_and_attention(degree_run) -> None:
 
 def test_degree_from_a_finished_run_trains_nothing(degree_run, tmp_path, capsys) -> None:
     before = {p: p.stat().st_mtime_ns for p in degree_run.rglob("*.pt")}
+    analysis = {n: (degree_run / n).read_bytes() for n in ("degree.json", "degree.md", "degree.png")}
+    # The analysis written by the fixture is kept unless --force says to replace it.
+    line = cli_error(capsys, ["degree", "--run", str(degree_run), "--buckets", "2", "--no-plot",
+                              "--quiet"])
+    assert line == (f"mskd: error: {degree_run} already holds a degree analysis (degree.json, "
+                    f"degree.md, degree.png); it is kept. Replace it with --force (mskd degree "
+                    f"--run {degree_run} --force retrains nothing)")
+    assert {n: (degree_run / n).read_bytes() for n in analysis} == analysis
     assert main(["degree", "--run", str(degree_run), "--buckets", "2", "--no-plot",
-                 "--quiet"]) == 0
+                 "--quiet", "--force"]) == 0
     assert {p: p.stat().st_mtime_ns for p in degree_run.rglob("*.pt")} == before
     stdout = capsys.readouterr().out
     assert "teacher-2" in stdout and "deg " in stdout
@@ -134,15 +143,17 @@ def test_degree_from_a_finished_run_trains_nothing(degree_run, tmp_path, capsys)
     assert rec["n_buckets_asked"] == 2
 
 
-def test_degree_on_a_run_with_other_settings_points_to_run(degree_run, capsys) -> None:
-    from conftest import cli_error
-
-    before = {p: p.stat().st_mtime_ns for p in degree_run.rglob("*") if p.is_file()}
+def test_degree_on_a_run_with_other_settings_points_to_run(degree_run, tmp_path,
+                                                           capsys) -> None:
+    # The comparison without its analysis (an existing one is refused before anything else).
+    cmp = tmp_path / "cmp"
+    shutil.copytree(degree_run, cmp, ignore=shutil.ignore_patterns("degree.*"))
+    before = {p: p.stat().st_mtime_ns for p in cmp.rglob("*") if p.is_file()}
     # The run used --epochs 3; asking again with the defaults is refused, naming --run DIR.
     line = cli_error(capsys, ["degree", "--dataset", str(degree_run.parent / "tiny.npz"),
-                              "--out", str(degree_run), "--seeds", "0", "--quiet"])
-    assert "other settings" in line and f"mskd degree --run {degree_run}" in line
-    assert {p: p.stat().st_mtime_ns for p in degree_run.rglob("*") if p.is_file()} == before
+                              "--out", str(cmp), "--seeds", "0", "--quiet"])
+    assert "other settings" in line and f"mskd degree --run {cmp}" in line
+    assert {p: p.stat().st_mtime_ns for p in cmp.rglob("*") if p.is_file()} == before
 
 
 def test_plot_redraws_from_saved_json(degree_run, tmp_path, capsys) -> None:

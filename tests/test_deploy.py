@@ -92,6 +92,26 @@ def test_predict_rejects_bad_chunk_size(tiny_npz, tmp_path, capsys) -> None:
     assert "--chunk-size" in msg and not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict", "export"])
+def test_non_finite_checkpoint_is_refused(tiny_npz, tmp_path, capsys, command) -> None:
+    ckpt = tmp_path / "student.pt"
+    _checkpoint(load_npz(tiny_npz), ckpt)
+    payload = torch.load(ckpt, weights_only=True)
+    name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], float("nan"))
+    save_checkpoint(ckpt, payload)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    argv = {"evaluate": ["evaluate", str(ckpt), "--dataset", str(tiny_npz), "--device", "cpu",
+                         "--json", str(tmp_path / "scores.json")],
+            "predict": ["predict", "--checkpoint", str(ckpt), "--dataset", str(tiny_npz),
+                        "--out", str(tmp_path / "p.csv"), "--device", "cpu"],
+            "export": ["export", "--checkpoint", str(ckpt)]}[command]
+    msg = _one_error(capsys, argv)
+    assert msg == (f"mskd: error: {ckpt} holds non-finite weights (NaN or inf in {name}); it "
+                   "cannot be used: retrain the model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_predict_multilabel_graphs(ppi_root, tmp_path) -> None:
     root, written = ppi_root
     data = load_dataset("ppi", root)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_error
 
 from mskd import scale
 from mskd.cli import main
@@ -128,6 +129,54 @@ def test_non_finite_loss_names_term_and_epoch_and_keeps_last_good_state(tiny_npz
     state = torch.load(resume.path, weights_only=True)
     assert state["epoch"] == 5
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_non_finite_weighted_total_stops_with_the_last_finite_state(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+    # The term is finite (1e30) and so is its weight; their product is beyond float32.
+    big = LossTerm("big", lambda step: step.logits.new_tensor(1e30),
+                   weight=lambda epoch: 1e10 if epoch == 6 else 0.0)
+    resume = Resume(tmp_path / "m.resume", {}, every_s=0.0)
+    with pytest.raises(TrainingError, match=r"the weighted total loss is inf at epoch 6; "
+                                            r"stopped.*state after epoch 5 is kept in"):
+        _train(data, resume, terms=[big])
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 5
+
+
+def test_non_finite_weights_are_never_kept_as_best_nor_saved(tiny_npz, tmp_path):
+    data = load_npz(tiny_npz)
+
+    def nan_gradient(step):
+        # Value 0, gradient NaN (sqrt'(0) = inf times 0): every loss is finite, the step is not.
+        return torch.sqrt((step.logits * 0).sum())
+
+    resume = Resume(tmp_path / "m.resume", {}, every_s=0.0)
+    seed_everything(3)
+    model = GNN(data.num_features, data.num_classes, MODEL)
+    cfg = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=30, patience=30)
+    term = LossTerm("nan-grad", nan_gradient, weight=lambda epoch: 1.0 if epoch == 6 else 0.0)
+    with pytest.raises(TrainingError, match=r"parameter '[^']+' became non-finite at epoch 6; "
+                                            r"stopped.*state after epoch 5 is kept in"):
+        fit(model, data, cfg, terms=[term], seed=3, quiet=True, resume=resume)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the last finite weights
+    state = torch.load(resume.path, weights_only=True)
+    assert state["epoch"] == 5
+    for weights in (state["model"], state["best_state"]):
+        assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_a_resume_state_with_non_finite_weights_is_refused(tiny_npz, tmp_path):
+    # An older mskd could save one; resuming it would only repeat the failure.
+    data = load_npz(tiny_npz)
+    resume = Resume(tmp_path / "m.resume", {}, every_s=0.0)
+    _train(data, resume, epochs=3)
+    state = torch.load(resume.path, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    torch.save(state, resume.path)
+    with pytest.raises(CheckpointError, match=f"resume state {re.escape(str(resume.path))} holds "
+                                              rf"non-finite weights \(NaN or inf in {name}\)"):
+        _train(data, Resume(resume.path, {}), epochs=3)
 
 
 def test_exploding_inputs_stop_the_cli_with_exit_1_and_keep_the_state(tiny_graph, write_npz,
@@ -244,6 +293,27 @@ def test_second_process_on_a_run_directory_is_refused(tiny_npz, tmp_path, capsys
     assert f"taking over the stale lock of pid {holder.pid}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["run", "teachers", "dangling"])
+def test_a_symlinked_lock_is_refused_and_never_written_through(tiny_npz, tmp_path, capsys, where):
+    victim = tmp_path / ("missing.txt" if where == "dangling" else "victim.txt")
+    if where != "dangling":
+        victim.write_text("precious\n")
+    out = tmp_path / "out"
+    locked = out / "teachers" if where == "teachers" else out
+    locked.mkdir(parents=True)
+    (locked / LOCK_NAME).symlink_to(victim)
+    msg = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--teacher-depths", "1",
+                             "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out)])
+    assert msg == (f"mskd: error: {locked / LOCK_NAME} is a symbolic link (to {victim}); mskd "
+                   "never writes through links in a run directory: remove it")
+    if where == "dangling":
+        assert not victim.exists()  # not created through the link either
+    else:
+        assert victim.read_text() == "precious\n"
+    assert (locked / LOCK_NAME).is_symlink()
+    assert not list(out.rglob("*.pt")) and not (out / "results.json").exists()
+
+
 def test_lock_is_exclusive_within_a_process_and_released(tmp_path):
     with RunLock(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
@@ -285,8 +355,7 @@ def test_resume_state_is_never_mistaken_for_a_checkpoint(tmp_path):
     assert resume_path(tmp_path / "teacher-2.pt") == tmp_path / "teacher-2.resume"
 
 
-def test_bad_checkpoint_interval_is_a_usage_error(tiny_npz, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["distill", "--dataset", str(tiny_npz), "--checkpoint-every", "-1"])
-    assert e.value.code == 2
-    assert "expected seconds >= 0" in capsys.readouterr().err
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_bad_checkpoint_interval_is_a_usage_error(tiny_npz, capsys, value):
+    msg = cli_error(capsys, ["distill", "--dataset", str(tiny_npz), "--checkpoint-every", value])
+    assert f"argument --checkpoint-every: expected a finite number >= 0, got '{value}'" in msg

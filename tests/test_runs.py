@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 
 import pytest
 import torch
 
+import mskd.runs
 import mskd.teachers
 from mskd.config import ModelConfig, RunConfig, TrainConfig, with_depths
 from mskd.data import load_npz
-from mskd.runs import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from mskd.runs import (
+    CheckpointError,
+    load_checkpoint,
+    new_run_dir,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
 from mskd.teachers import model_from_checkpoint, train_or_load_teachers
 from mskd.train import evaluate_split
 
@@ -169,6 +178,35 @@ def test_successful_writes_leave_no_temp_files(tmp_path) -> None:
     write_json(tmp_path / "r.json", {"x": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "r.json"]
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["a"], torch.zeros(2))
+
+
+@pytest.mark.parametrize(
+    "write",
+    [lambda p: write_json(p, {"x": 1}), lambda p: write_text(p, "a,b\n"),
+     lambda p: save_checkpoint(p, {"a": torch.ones(2)})],
+    ids=["json", "csv", "checkpoint"],
+)
+def test_a_planted_symlink_is_replaced_never_written_through(tmp_path, write) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "file").symlink_to(victim)
+    write(run / "file")
+    assert victim.read_text() == "precious\n"
+    assert (run / "file").is_file() and not (run / "file").is_symlink()
+
+
+def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, monkeypatch):
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 1, 8, 0, 0)
+
+    monkeypatch.setattr(mskd.runs, "datetime", Frozen)
+    made = [new_run_dir("cora", tmp_path) for _ in range(3)]
+    assert [p.name for p in made] == ["20261201-080000", "20261201-080000-2", "20261201-080000-3"]
+    assert all(p.is_dir() and p.parent == tmp_path / "cora" for p in made)
 
 
 @pytest.fixture
