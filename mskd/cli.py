@@ -802,7 +802,8 @@ def _checkpoint_data_key(args: argparse.Namespace, payload: dict, path: Path) ->
 
 
 def _refuse_existing(path: str | None, flag: str) -> None:
-    if path and Path(path).exists():
+    # is_symlink: a link, even one pointing nowhere, is there too; writing would replace it.
+    if path and (Path(path).exists() or Path(path).is_symlink()):
         raise CliError(f"{path} exists; choose a new file for {flag} (nothing is overwritten)")
 
 

@@ -146,6 +146,17 @@ def test_predict_never_overwrites(tiny_npz, tmp_path, capsys) -> None:
     assert "exists" in msg and out.read_text() == "keep me"
 
 
+def test_predict_out_that_is_a_dangling_symlink_is_kept(tiny_npz, tmp_path, capsys) -> None:
+    _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    out = tmp_path / "preds.csv"
+    out.symlink_to(tmp_path / "elsewhere.csv")
+    msg = _one_error(capsys, ["predict", "--checkpoint", str(tmp_path / "student.pt"), "--out",
+                              str(out)])
+    assert msg == (f"mskd: error: {out} exists; choose a new file for --out (nothing is "
+                   "overwritten)")
+    assert out.is_symlink() and not (tmp_path / "elsewhere.csv").exists()
+
+
 def test_predict_refuses_other_dataset(tiny_npz, tmp_path, write_npz, capsys) -> None:
     from conftest import make_graph
 
