@@ -244,7 +244,10 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
                         f"[{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
     g.add_argument("--schedule", default=None,
                    help="joint (all teachers every step, default) or sequential (the authors' "
-                        "one teacher per phase, LSP only in each phase's warm-up)")
+                        "one teacher per phase, LSP only in each phase's warm-up). Sequential "
+                        "phases run to their end, 500 epochs each, or --epochs divided among the "
+                        "teachers (warm-up in proportion); --patience then applies to the "
+                        "teachers only")
     g.add_argument("--beta", type=_weight, default=None,
                    help=f"weight of the structure term (LSP/FitNet/AT), in [0, {WEIGHT_MAX:g}]")
     g.add_argument("--gamma", type=_weight, default=None,
@@ -482,7 +485,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     cfg = dataclasses.replace(cfg, teachers=teachers)
     cfg = _scale_config(args, cfg)
     if hasattr(args, "method"):
-        from .distill import faithful
+        from .distill import faithful, scale_phases, scheduled
         from .distill import validate as validate_distill
         over = {k: getattr(args, a) for k, a in (
             ("method", "method"), ("attention", "attention"), ("tau", "tau"),
@@ -500,6 +503,13 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         # created or teacher trained.
         validate_distill(cfg.distill, cfg.student.hidden_layers,
                          [t.hidden_layers for t in cfg.teachers])
+        k = len(cfg.teachers)
+        if cfg.distill.schedule == "sequential" and args.epochs is not None and k > 1:
+            cfg = dataclasses.replace(cfg, distill=scale_phases(cfg.distill, args.epochs, k))
+        if not hasattr(args, "methods"):
+            # One method: config.json records the epochs its schedule runs. A comparison does
+            # this per cell (compare.cell_config).
+            cfg = scheduled(cfg)
     return cfg
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from .attention import teacher_weights
 from .config import SEED_MAX, ConfigError, RunConfig
 from .data import GraphDataset
-from .distill import METHODS, train_student
+from .distill import METHODS, scheduled, train_student
 from .distill import validate as validate_distill
 from .evaluate import bucket_scores, in_degree, metric_name, quantile_buckets
 from .report import (
@@ -97,9 +97,10 @@ def parse_methods(text: str) -> list[str]:
 
 
 def cell_config(base: RunConfig, seed: int, method: str) -> RunConfig:
-    """The config of one cell: the shared settings with this seed and method."""
-    return dataclasses.replace(base, seed=seed,
-                               distill=dataclasses.replace(base.distill, method=method))
+    """The config of one cell: the shared settings with this seed and method (and the student's
+    epochs as the method's schedule runs them)."""
+    return scheduled(dataclasses.replace(base, seed=seed,
+                                         distill=dataclasses.replace(base.distill, method=method)))
 
 
 def validate_methods(base: RunConfig, methods: Sequence[str]) -> None:

@@ -82,6 +82,31 @@ def faithful(cfg: DistillConfig) -> DistillConfig:
     )
 
 
+def scale_phases(cfg: DistillConfig, epochs: int, n_teachers: int) -> DistillConfig:
+    """Sequential phases fitted into ``epochs`` (``--epochs``): ``epochs // n_teachers`` per
+    teacher, the LSP warm-up in the same proportion to its phase as before (authors: 80 of 500,
+    at least one epoch)."""
+    if epochs < n_teachers:
+        raise ConfigError(f"--epochs {epochs} with the sequential schedule: it needs at least one "
+                          f"epoch per teacher phase, {n_teachers} in all")
+    phase = epochs // n_teachers
+    warmup = max(1, min(phase, round(cfg.lsp_warmup * phase / cfg.phase_epochs)))
+    return dataclasses.replace(cfg, phase_epochs=phase, lsp_warmup=warmup)
+
+
+def scheduled(run: RunConfig) -> RunConfig:
+    """``run`` with the student's epochs and patience as its schedule trains them, so that
+    ``config.json`` and ``results.json`` record what ran: the sequential schedule runs every
+    phase to its end (``phase_epochs`` per teacher, no early stopping) whatever the preset's or
+    ``--patience``'s values. Single-teacher methods and the joint schedule are left as they are."""
+    d = run.distill
+    if d.schedule != "sequential" or METHODS[d.method].teachers != "all" or len(run.teachers) < 2:
+        return run
+    total = d.phase_epochs * len(run.teachers)
+    return dataclasses.replace(run, student_train=dataclasses.replace(
+        run.student_train, epochs=total, patience=total))
+
+
 def validate(cfg: DistillConfig, n_student_layers: int, teacher_depths: Sequence[int]) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")

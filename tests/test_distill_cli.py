@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_error
 
-from mskd.cli import main
+from mskd.cli import build_parser, main, resolve_config
+from mskd.compare import cell_config
 from mskd.distill import METHODS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -57,6 +59,42 @@ def test_unknown_method_is_a_clean_error(tiny_npz, tmp_path, capsys):
     assert code == 2
     assert err.startswith("mskd: error: unknown method 'magic'; valid: none, kd")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_sequential_schedule_fits_its_phases_into_epochs_and_records_them(tiny_npz, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "faithful"
+    code = main(["run", "--dataset", str(tiny_npz), "--faithful", "--teacher-depths", "1,2",
+                 "--epochs", "7", "--patience", "1", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    rec = json.loads((out / "results.json").read_text())
+    # Two phases of 7 // 2 = 3 epochs, each run to its end (--patience is the teachers' only);
+    # the LSP warm-up keeps the authors' proportion (80 of 500), at least one epoch.
+    assert (cfg["distill"]["phase_epochs"], cfg["distill"]["lsp_warmup"]) == (3, 1)
+    assert (cfg["student_train"]["epochs"], cfg["student_train"]["patience"]) == (6, 6)
+    assert (cfg["teacher_train"]["epochs"], cfg["teacher_train"]["patience"]) == (7, 1)
+    assert rec["config"] == cfg
+    hist = rec["student"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert [h["epoch"] for h in hist if "lsp" in h] == [1, 4]
+
+
+def test_sequential_schedule_with_fewer_epochs_than_phases_is_refused(tiny_npz, tmp_path, capsys):
+    msg = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--faithful", "--epochs", "2",
+                             "--out", str(tmp_path / "o"), "--quiet"])
+    assert msg == ("mskd: error: --epochs 2 with the sequential schedule: it needs at least one "
+                   "epoch per teacher phase, 3 in all")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_comparison_records_each_cells_schedule():
+    base = resolve_config(build_parser().parse_args(["compare", "--faithful", "--epochs", "12"]))
+    assert base.student_train.epochs == 12 and base.distill.phase_epochs == 4
+    mskd = cell_config(base, 0, "mskd")
+    assert (mskd.student_train.epochs, mskd.student_train.patience) == (12, 12)
+    # A single-teacher method has no phases: its --epochs and --patience are its own.
+    assert cell_config(base, 0, "kd").student_train == base.student_train
 
 
 @pytest.mark.slow
