@@ -27,6 +27,7 @@ from .runs import (
     ensure_dir,
     first_difference,
     load_checkpoint,
+    move_aside,
     new_run_dir,
     write_json,
     write_text,
@@ -527,9 +528,31 @@ def _prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Pat
         # use" by this very process.
         raise CliError(f"--teachers {args.teachers} is the run directory itself; give the "
                        f"teachers a directory of their own (default {out / 'teachers'})")
+    if args.force and args.func is cmd_teachers:
+        _refuse_finished_teachers(teacher_dir)
+    elif args.force:
+        # All or nothing: the old run keeps its own directory, whole, under a new name; the new
+        # one is unfinished until its results.json is written, whatever fails on the way.
+        if args.teachers and out.resolve() in teacher_dir.resolve().parents:
+            raise CliError(f"--teachers {args.teachers} lies inside {out}, which --force moves "
+                           "aside; leave --teachers out to retrain them, or give a directory "
+                           "outside the run")
+        aside = move_aside(out)
+        if aside is not None:
+            _log(args.quiet)(f"--force: the previous run in {out} is now in {aside}")
     ensure_dir(out)
     ensure_dir(teacher_dir)
     return out, teacher_dir
+
+
+def _refuse_finished_teachers(teacher_dir: Path) -> None:
+    run = teacher_dir.parent
+    if teacher_dir.name == "teachers" and (run / "results.json").exists():
+        raise RunDirError(
+            f"{teacher_dir} holds the teachers of the finished run {run}; --force would replace "
+            "them under its results.json. Train new teachers into another --out or --teachers "
+            "DIR, or start the whole run over with mskd run --force"
+        )
 
 
 def _check_interrupted(out: Path, cfg: RunConfig, force: bool) -> None:

@@ -302,6 +302,45 @@ class RunLock:
         self.release()
 
 
+RUN_MARKERS = ("config.json", "results.json")
+
+
+def move_aside(directory: Path) -> Path | None:
+    """Rename a run directory that ``--force`` starts over to ``NAME.replaced-<timestamp>`` beside
+    it, in one ``rename``, and return the new path; ``None`` when it holds no run (no
+    ``config.json`` or ``results.json``), so a directory that merely contains other files is
+    never moved.
+
+    The old run is then intact under its new name whatever happens to the new one, which is
+    unfinished until its ``results.json`` is written. Its lock and its teachers' are held across
+    the rename, so a directory in use by another process is refused, not moved from under it.
+    """
+    directory = Path(directory).resolve()
+    if not any((directory / m).is_file() for m in RUN_MARKERS):
+        return None
+    locks = [RunLock(d) for d in (directory, directory / "teachers") if d.is_dir()]
+    held: list[RunLock] = []
+    try:
+        for lock in locks:
+            held.append(lock.acquire())
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for n in itertools.count(1):
+            aside = directory.with_name(
+                f"{directory.name}.replaced-{stamp}{'' if n == 1 else f'-{n}'}")
+            if not aside.exists() and not aside.is_symlink():
+                break
+        try:
+            os.rename(directory, aside)
+        except OSError as e:
+            raise RunDirError(f"cannot move {directory} aside to {aside}: {e.strerror or e}") from None
+        for lock in held:  # released (and unlinked) where they now are
+            lock.path = aside / lock.path.relative_to(directory)
+        return aside
+    finally:
+        for lock in held:
+            lock.release()
+
+
 def _read_owner(fd: int) -> dict[str, Any]:
     try:
         owner = json.loads(os.pread(fd, 4096, 0) or b"{}")

@@ -313,6 +313,10 @@ def test_disk_full_through_the_cli(capsys, tmp_path, tiny_npz, monkeypatch) -> N
     msg = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--epochs", "1", "--quiet",
                              "--device", "cpu", "--out", str(out), "--force"])
     assert msg == f"mskd: error: No space left on device: {out / 'config.json'}"
-    assert (out / "config.json").read_text() == '{"from": "an earlier attempt"}\n'
-    leftovers = [p.name for p in out.rglob("*") if p.suffix == ".tmp" or ".write-test-" in p.name]
+    # --force moved the earlier attempt aside, whole; the new run never got its config.json.
+    (aside,) = tmp_path.glob("out.replaced-*")
+    assert (aside / "config.json").read_text() == '{"from": "an earlier attempt"}\n'
+    assert not (out / "config.json").exists()
+    leftovers = [p.name for p in tmp_path.rglob("*")
+                 if p.suffix == ".tmp" or ".write-test-" in p.name]
     assert leftovers == []

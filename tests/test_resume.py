@@ -24,7 +24,7 @@ from mskd.cli import main
 from mskd.config import ModelConfig, ScaleConfig, TrainConfig
 from mskd.data import load_npz
 from mskd.models import GNN
-from mskd.runs import LOCK_NAME, CheckpointError, RunDirError, RunLock, resume_path
+from mskd.runs import LOCK_NAME, CheckpointError, RunDirError, RunLock, move_aside, resume_path
 from mskd.train import LossTerm, Resume, TrainingError, fit, seed_everything
 
 MODEL = ModelConfig(arch="gat", hidden_layers=2, hidden=8, heads=2)
@@ -339,6 +339,70 @@ def test_finished_run_is_refused_then_started_over_with_force(tiny_npz, tmp_path
     mtime = (out / "teachers" / "teacher-1.pt").stat().st_mtime_ns
     assert _distill(tiny_npz, out, "--force") == 0
     assert (out / "teachers" / "teacher-1.pt").stat().st_mtime_ns != mtime  # retrained
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_forced_run_that_fails_later_leaves_the_old_run_whole(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _distill(tiny_npz, out) == 0
+    before = _tree(out)
+    other = tmp_path / "other"
+    assert main(["teachers", "--dataset", str(tiny_npz), "--teacher-depths", "1", "--epochs", "1",
+                 "--quiet", "--device", "cpu", "--out", str(other)]) == 0
+    # Accepted up front; fails only when the teachers of --teachers turn out to be GAT ones.
+    argv = ["distill", "--dataset", str(tiny_npz), "--teacher-depths", "1", "--epochs", "1",
+            "--device", "cpu", "--out", str(out), "--force", "--arch", "gcn",
+            "--teachers", str(other / "teachers")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert f"--force: the previous run in {out} is now in {aside}" in err
+    assert "trained with a different model config" in err
+    assert _tree(aside) == before  # the old run, whole and finished
+    assert not (out / "results.json").exists()  # the new one is clearly unfinished
+    assert not list(out.rglob("*.pt"))
+
+
+def test_teachers_force_never_replaces_a_finished_runs_teachers(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _distill(tiny_npz, out) == 0
+    before = _tree(out)
+    msg = cli_error(capsys, ["teachers", "--dataset", str(tiny_npz), "--teacher-depths", "1",
+                             "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out),
+                             "--force"])
+    assert msg == (f"mskd: error: {out / 'teachers'} holds the teachers of the finished run "
+                   f"{out}; --force would replace them under its results.json. Train new "
+                   "teachers into another --out or --teachers DIR, or start the whole run over "
+                   "with mskd run --force")
+    assert _tree(out) == before
+
+
+def test_a_run_in_use_is_not_moved_aside(tmp_path):
+    run = tmp_path / "run"
+    (run / "teachers").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    for busy in (run, run / "teachers"):
+        with RunLock(busy), pytest.raises(RunDirError, match="in use by another mskd process"):
+            move_aside(run)
+        assert (run / "config.json").exists() and not list(tmp_path.glob("run.replaced-*"))
+    aside = move_aside(run)
+    assert aside is not None and aside.name.startswith("run.replaced-") and not run.exists()
+    assert (aside / "config.json").exists() and not list(aside.rglob(LOCK_NAME))
+
+
+def test_force_with_teachers_inside_the_run_is_refused(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _distill(tiny_npz, out) == 0
+    before = _tree(out)
+    msg = cli_error(capsys, ["distill", "--dataset", str(tiny_npz), "--teacher-depths", "1",
+                             "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out),
+                             "--force", "--teachers", str(out / "teachers")])
+    assert f"lies inside {out}, which --force moves aside" in msg
+    assert _tree(out) == before and not list(tmp_path.glob("run.replaced-*"))
 
 
 def test_interrupted_run_with_other_settings_is_refused(tiny_npz, tmp_path, capsys):
