@@ -367,18 +367,26 @@ def test_a_forced_run_that_fails_later_leaves_the_old_run_whole(tiny_npz, tmp_pa
     assert not list(out.rglob("*.pt"))
 
 
-def test_teachers_force_never_replaces_a_finished_runs_teachers(tiny_npz, tmp_path, capsys):
+def _forced_on_a_finished_run(npz: Path, tmp_path: Path, capsys, command: str,
+                              *extra: str) -> tuple[Path, str]:
+    """A finished run, then ``command --force`` on it, refused: (run directory, error line); the
+    run is checked byte-identical and not moved aside."""
     out = tmp_path / "run"
-    assert _distill(tiny_npz, out) == 0
+    assert _distill(npz, out) == 0
     before = _tree(out)
-    msg = cli_error(capsys, ["teachers", "--dataset", str(tiny_npz), "--teacher-depths", "1",
-                             "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out),
-                             "--force"])
+    msg = cli_error(capsys, [command, "--dataset", str(npz), "--teacher-depths", "1", "--epochs",
+                             "1", "--quiet", "--device", "cpu", "--out", str(out), "--force",
+                             *extra])
+    assert _tree(out) == before and not list(tmp_path.glob("run.replaced-*"))
+    return out, msg
+
+
+def test_teachers_force_never_replaces_a_finished_runs_teachers(tiny_npz, tmp_path, capsys):
+    out, msg = _forced_on_a_finished_run(tiny_npz, tmp_path, capsys, "teachers")
     assert msg == (f"mskd: error: {out / 'teachers'} holds the teachers of the finished run "
                    f"{out}; --force would replace them under its results.json. Train new "
                    "teachers into another --out or --teachers DIR, or start the whole run over "
                    "with mskd run --force")
-    assert _tree(out) == before
 
 
 def test_a_run_in_use_is_not_moved_aside(tmp_path):
@@ -395,14 +403,9 @@ def test_a_run_in_use_is_not_moved_aside(tmp_path):
 
 
 def test_force_with_teachers_inside_the_run_is_refused(tiny_npz, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert _distill(tiny_npz, out) == 0
-    before = _tree(out)
-    msg = cli_error(capsys, ["distill", "--dataset", str(tiny_npz), "--teacher-depths", "1",
-                             "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out),
-                             "--force", "--teachers", str(out / "teachers")])
+    out, msg = _forced_on_a_finished_run(tiny_npz, tmp_path, capsys, "distill", "--teachers",
+                                         str(tmp_path / "run" / "teachers"))
     assert f"lies inside {out}, which --force moves aside" in msg
-    assert _tree(out) == before and not list(tmp_path.glob("run.replaced-*"))
 
 
 def test_interrupted_run_with_other_settings_is_refused(tiny_npz, tmp_path, capsys):
