@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
+from torch_geometric.utils import add_self_loops, remove_self_loops
 
-from .sparse import Adjacency, adjacency, spmm
+from .sparse import Adjacency, adjacency, segment_softmax, spmm_blocks
 
 CONVS = ("fused", "pyg")
 
@@ -66,14 +66,20 @@ class FusedGATConv(GATConv):
         """The layer given ``h = self.lin(x)`` (lets a caller compute the projection itself,
         e.g. from sparse input)."""
         n, heads = h.size(0), self.heads
-        adj = adjacency(edge_index, n, "gat", _gat_graph)
+        blocks = adjacency(edge_index, n, "gat", _gat_graph).blocks(heads)
         hv = h.view(n, heads, self.out_channels)
-        a_src = (hv * self.att_src).sum(dim=-1)
-        a_dst = (hv * self.att_dst).sum(dim=-1)
-        alpha = F.leaky_relu(a_src[adj.src] + a_dst[adj.dst], self.negative_slope)
-        alpha = softmax(alpha, adj.dst, None, n)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = spmm(alpha, h, adj)
+        # Flattened, entry v * heads + k is node v's term in head k: a block row or column.
+        a_src = (hv * self.att_src).sum(dim=-1).view(-1)
+        a_dst = (hv * self.att_dst).sum(dim=-1).view(-1)
+        score = F.leaky_relu(a_src[blocks.col] + a_dst[blocks.row], self.negative_slope)
+        alpha = segment_softmax(score, blocks)
+        if self.training and self.dropout > 0:
+            # PyG drops coefficients of an [E, heads] tensor in its edge order; drawing the mask
+            # in that shape and order keeps a seeded run's random numbers, and so its result.
+            e = blocks.value_index.numel() // heads
+            keep = F.dropout(h.new_ones(e, heads), p=self.dropout, training=True)
+            alpha = alpha * keep.view(-1)[blocks.value_index]
+        out = spmm_blocks(alpha, h, blocks)
         if self.bias is not None:
             out = out + self.bias
         return out
@@ -96,7 +102,7 @@ class FusedGCNConv(GCNConv):
     def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
         """The layer given ``h = self.lin(x)``."""
         adj = adjacency(edge_index, h.size(0), "gcn", _gcn_graph)
-        out = spmm(adj.weight.to(h.dtype), h, adj)
+        out = spmm_blocks(adj.block_weight().to(h.dtype), h, adj.blocks(1))
         if self.bias is not None:
             out = out + self.bias
         return out
@@ -117,13 +123,13 @@ class FusedSAGEConv(SAGEConv):
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
         adj = adjacency(edge_index, x.size(0), "sage", _sage_graph)
-        w = adj.weight.to(x.dtype)
+        w, blocks = adj.block_weight().to(x.dtype), adj.blocks(1)
         if self.out_channels < x.size(1):
-            out = spmm(w, F.linear(x, self.lin_l.weight), adj)
+            out = spmm_blocks(w, F.linear(x, self.lin_l.weight), blocks)
             if self.lin_l.bias is not None:
                 out = out + self.lin_l.bias
         else:
-            out = self.lin_l(spmm(w, x, adj))
+            out = self.lin_l(spmm_blocks(w, x, blocks))
         return out + self.lin_r(x)
 
 

@@ -45,6 +45,7 @@ class Blocks:
 
     crow: Tensor
     col: Tensor
+    row: Tensor  # [E * heads]: the row of each position
     value_index: Tensor  # [E * heads]: position in a row-major [E, heads] coefficient tensor
     t_crow: Tensor
     t_col: Tensor
@@ -66,6 +67,7 @@ class Adjacency:
     num_nodes: int
     weight: Tensor | None = None
     _blocks: dict[int, Blocks] = field(default_factory=dict, repr=False)
+    _block_weight: Tensor | None = field(default=None, repr=False)
 
     def blocks(self, heads: int = 1) -> Blocks:
         """The block structure for ``heads`` heads (built on first use, then kept)."""
@@ -73,6 +75,12 @@ class Adjacency:
         if got is None:
             got = self._blocks[heads] = _build_blocks(self.src, self.dst, self.num_nodes, heads)
         return got
+
+    def block_weight(self) -> Tensor:
+        """``weight`` in the one-head block order (kept: constant weights are permuted once)."""
+        if self._block_weight is None:
+            self._block_weight = self.weight[self.blocks(1).value_index]
+        return self._block_weight
 
 
 def _build_blocks(src: Tensor, dst: Tensor, n: int, heads: int) -> Blocks:
@@ -92,7 +100,7 @@ def _build_blocks(src: Tensor, dst: Tensor, n: int, heads: int) -> Blocks:
     t_crow = torch.zeros(size + 1, dtype=torch.long, device=device)
     torch.cumsum(t_counts, 0, out=t_crow[1:])
     t_col = rows[order][t_order]
-    return Blocks(crow, cols, order, t_crow, t_col, t_order, size)
+    return Blocks(crow, cols, rows[order], order, t_crow, t_col, t_order, size)
 
 
 _seen: dict[tuple, tuple[weakref.ref, int, Adjacency]] = {}
@@ -154,11 +162,35 @@ def spmm(coef: Tensor, x: Tensor, adj: Adjacency) -> Tensor:
     Shapes:
         coef: [E, H] (or [E] for one head), x: [N, H * C] -> [N, H * C]
     """
-    heads = 1 if coef.dim() == 1 else coef.size(1)
-    n = adj.num_nodes
-    if x.size(0) != n or x.size(1) % heads:
-        raise ValueError(f"x of shape {tuple(x.shape)} does not fit {n} nodes x {heads} heads")
-    blocks = adj.blocks(heads)
-    values = coef.reshape(-1)[blocks.value_index]
-    out = _SpMM.apply(values, x.contiguous().view(n * heads, -1), blocks)
+    blocks = adj.blocks(1 if coef.dim() == 1 else coef.size(1))
+    return spmm_blocks(coef.reshape(-1)[blocks.value_index], x, blocks)
+
+
+def spmm_blocks(values: Tensor, x: Tensor, blocks: Blocks) -> Tensor:
+    """:func:`spmm` with the coefficients already in ``blocks``' CSR order (what
+    :func:`segment_softmax` returns), which saves the permutation.
+
+    Shapes:
+        values: [E * H], x: [N, H * C] -> [N, H * C]
+    """
+    n = x.size(0)
+    if n == 0 or blocks.size % n or x.size(1) % (blocks.size // n):
+        raise ValueError(f"x of shape {tuple(x.shape)} does not fit a graph of {blocks.size} "
+                         "node-head rows")
+    out = _SpMM.apply(values, x.contiguous().view(blocks.size, -1), blocks)
     return out.view(n, -1)
+
+
+def segment_softmax(score: Tensor, blocks: Blocks) -> Tensor:
+    """Softmax of ``score`` over each row of ``blocks`` (a node's in-edges, per head), as
+    ``torch_geometric.utils.softmax`` computes it (max-shifted, ``1e-16`` added to the sum), with
+    segment reductions over the sorted rows instead of scatters.
+
+    Shapes:
+        score: [E * H] in ``blocks``' order -> [E * H]
+    """
+    # The shift cancels out of the result, so it needs no gradient.
+    top = torch.segment_reduce(score.detach(), "max", offsets=blocks.crow, axis=0, unsafe=True)
+    ex = (score - top[blocks.row]).exp()
+    total = torch.segment_reduce(ex, "sum", offsets=blocks.crow, axis=0, unsafe=True)
+    return ex / (total[blocks.row] + 1e-16)
