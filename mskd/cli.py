@@ -7,7 +7,6 @@ as one line ``mskd: error: ...`` with exit code 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -666,26 +665,40 @@ def _run_distributed(args: argparse.Namespace) -> int:
         main = distributed.is_main()
         quiet = args.quiet or not main
         log = _log(quiet)
-        data = load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed)
+        # Each step's failure is agreed between the ranks (raised on all, printed by rank 0), so
+        # no rank is left waiting in a collective for one that has stopped.
+        data = distributed.on_every_rank(
+            lambda: load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed))
         log(data.summary())
-        out, teacher_dir = distributed.broadcast(_prepare_out(args, data.name) if main else None)
-        with RunLock(out, log=log) if main else contextlib.nullcontext():
-            if main:
-                _check_interrupted(out, cfg, args.force)
-                write_json(out / "config.json", cfg.to_dict())
-                teachers = train_or_load_teachers(cfg, data, teacher_dir, device, quiet, log,
+        out, teacher_dir = distributed.from_main(lambda: _prepare_out(args, data.name))
+        lock = RunLock(out, log=log)  # taken and held by rank 0 only
+        trained: list = []
+
+        def start() -> None:
+            lock.acquire()
+            _check_interrupted(out, cfg, args.force)
+            write_json(out / "config.json", cfg.to_dict())
+            trained.extend(train_or_load_teachers(cfg, data, teacher_dir, device, quiet, log,
                                                   args.checkpoint_every,
-                                                  fresh=args.force and not args.teachers)
-            distributed.barrier()
-            if not main:
-                teachers = load_trained_teachers(cfg, data, teacher_dir, device)
+                                                  fresh=args.force and not args.teachers))
+
+        try:
+            distributed.from_main(start)
+            teachers = distributed.on_every_rank(
+                lambda: trained if main else load_trained_teachers(cfg, data, teacher_dir, device))
             student, details = train_student(cfg, data, teachers, out, device, quiet,
                                              checkpoint_every=args.checkpoint_every,
                                              fresh=args.force, log=log)
-            if main:
+
+            def finish() -> dict:
                 rec = results_record(cfg, data, teachers, student, details, str(device),
                                      time.perf_counter() - t0)
                 write_json(out / "results.json", rec)
+                return rec
+
+            rec = distributed.from_main(finish)
+        finally:
+            lock.release()
         if main:
             print(format_table([model_row(t) for t in teachers] + [model_row(student)],
                                rec["metric"]))
@@ -946,7 +959,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _error(message: object, code: int = EXIT_USAGE) -> int:
     # One line whatever the message holds (paths with newlines, multi-line library errors): log
     # scrapers and the tests rely on it.
-    print("mskd: error: " + " ".join(str(message).split()), file=sys.stderr)
+    if distributed.reporting():  # the other ranks of a launch fail alike, silently
+        print("mskd: error: " + " ".join(str(message).split()), file=sys.stderr)
     return code
 
 

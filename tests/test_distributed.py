@@ -19,8 +19,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import tree_snapshot
 from test_distill import SMALL, _dataset, _teachers
 
+from mskd.cli import main
 from mskd.config import DistillConfig, RunConfig, ScaleConfig, TrainConfig
 from mskd.distill import train_student
 
@@ -87,16 +89,44 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert a["val"] == pytest.approx(b["val"], abs=1e-6)
 
 
-@pytest.mark.slow
-def test_cli_nproc_2_launches_torchrun(tiny_npz, tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "mskd.cli", "distill", "--dataset", str(tiny_npz),
-         "--teacher-depths", "1", "--epochs", "2", "--sampler", "neighbor", "--fanout", "4",
-         "--batch-size", "32", "--nproc", "2", "--quiet", "--device", "cpu", "--out", str(out)],
+SAMPLED = ["--teacher-depths", "1", "--sampler", "neighbor", "--fanout", "4", "--batch-size", "32",
+           "--quiet", "--device", "cpu"]
+
+
+def _nproc_2(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mskd.cli", *argv, *SAMPLED, "--nproc", "2"],
         check=False, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
+
+
+@pytest.mark.slow
+def test_cli_nproc_2_launches_torchrun(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    proc = _nproc_2("distill", "--dataset", str(tiny_npz), "--epochs", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(2 processes)" in proc.stdout
     assert (out / "results.json").exists() and (out / "student-mskd.pt").exists()
+
+
+@pytest.mark.parametrize("case", ["finished-run", "bad-data"])
+def test_nproc_2_errors_are_agreed_and_reported_once(tiny_npz, tmp_path, case):
+    # Rank 0 alone finds a finished run; every rank finds bad data. Either way the other rank
+    # must not die waiting in a collective (a gloo traceback, exit 1), nor print the error again.
+    out = tmp_path / "run"
+    if case == "finished-run":
+        assert main(["distill", "--dataset", str(tiny_npz), "--epochs", "1", "--out", str(out),
+                     *SAMPLED]) == 0
+        dataset, expected = tiny_npz, f"mskd: error: {out} already holds a finished run"
+    else:
+        dataset = tmp_path / "bad.npz"
+        dataset.write_text("hello")
+        expected = f"mskd: error: {dataset} is not a readable .npz file"
+    before = tree_snapshot(tmp_path)
+    proc = _nproc_2("distill", "--dataset", str(dataset), "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr[-2000:]
+    assert proc.stdout == ""
+    assert tree_snapshot(tmp_path) == before
