@@ -318,6 +318,11 @@ def move_aside(directory: Path) -> Path | None:
     directory = Path(directory).resolve()
     if not any((directory / m).is_file() for m in RUN_MARKERS):
         return None
+    cwd = Path.cwd().resolve()
+    if cwd == directory or directory in cwd.parents:
+        # The process would go on working in the moved directory: "." now names the old run.
+        raise RunDirError(f"--force cannot move {directory} aside while it holds the current "
+                          "directory; run from outside it")
     locks = [RunLock(d) for d in (directory, directory / "teachers") if d.is_dir()]
     held: list[RunLock] = []
     try:

@@ -397,6 +397,12 @@ def test_a_run_in_use_is_not_moved_aside(tmp_path):
         with RunLock(busy), pytest.raises(RunDirError, match="in use by another mskd process"):
             move_aside(run)
         assert (run / "config.json").exists() and not list(tmp_path.glob("run.replaced-*"))
+    (run / "teachers" / "sub").mkdir()
+    for cwd, target in ((run, Path(".")), (run / "teachers" / "sub", run)):
+        os.chdir(cwd)  # the test's own temporary directory is restored by its fixture
+        with pytest.raises(RunDirError, match="while it holds the current directory"):
+            move_aside(target)
+    os.chdir(tmp_path)
     aside = move_aside(run)
     assert aside is not None and aside.name.startswith("run.replaced-") and not run.exists()
     assert (aside / "config.json").exists() and not list(aside.rglob(LOCK_NAME))
