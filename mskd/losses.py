@@ -216,37 +216,113 @@ def with_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
 # chunk cache-friendly-sized while each call is still large enough to run at full speed.
 EDGE_CHUNK_FLOATS = 1 << 22
 
+# Per-kernel gradients for :func:`edge_kernel`'s backward pass: ``(x_j, x_i, k, g, params) ->
+# (g_j, g_i)`` for one chunk, where x_j, x_i are the chunk's gathered endpoints (owned by the
+# caller, so they may be overwritten), k the kernel values and g the incoming gradient per edge.
+# ``g_i = None`` means ``-g_j`` (kernels of x_j - x_i). Written out because autograd through the
+# kernel makes about three times as many [chunk, F] passes (measured in docs/performance.md);
+# tests/test_losses.py checks each against autograd. A kernel not listed falls back to autograd.
+
+
+def _l1_grad(x_j: Tensor, x_i: Tensor, k: Tensor, g: Tensor, p: KernelParams):
+    return x_j.sub_(x_i).sign_().mul_((g / -p.scale).unsqueeze(1)), None
+
+
+def _l1_code_grad(x_j: Tensor, x_i: Tensor, k: Tensor, g: Tensor, p: KernelParams):
+    return x_j.sub_(x_i).sign_().mul_((g * k / -p.scale).unsqueeze(1)), None
+
+
+def _rbf_grad(x_j: Tensor, x_i: Tensor, k: Tensor, g: Tensor, p: KernelParams):
+    return x_j.sub_(x_i).mul_((g * (-2.0 / p.sigma)).unsqueeze(1)), None
+
+
+def _product_grad(x_j: Tensor, x_i: Tensor, coef: Tensor):
+    coef = coef.unsqueeze(1)
+    return x_i.mul_(coef), x_j.mul_(coef)
+
+
+def _linear_grad(x_j: Tensor, x_i: Tensor, k: Tensor, g: Tensor, p: KernelParams):
+    return _product_grad(x_j, x_i, g)
+
+
+def _poly_grad(x_j: Tensor, x_i: Tensor, k: Tensor, g: Tensor, p: KernelParams):
+    base = (x_j * x_i).sum(dim=-1) + p.c
+    return _product_grad(x_j, x_i, g * p.d * base.pow(p.d - 1))
+
+
+# The same kernels evaluated in place on a chunk's gathered endpoints (which they may overwrite):
+# the same operations in the same order as the public kernels above, with no temporaries.
+def _l1_fwd(x_j: Tensor, x_i: Tensor, p: KernelParams) -> Tensor:
+    return x_j.sub_(x_i).abs_().sum(dim=-1).div_(-p.scale)
+
+
+def _l1_code_fwd(x_j: Tensor, x_i: Tensor, p: KernelParams) -> Tensor:
+    return _l1_fwd(x_j, x_i, p).exp_()
+
+
+def _rbf_fwd(x_j: Tensor, x_i: Tensor, p: KernelParams) -> Tensor:
+    return x_j.sub_(x_i).square_().sum(dim=-1).div_(-p.sigma)
+
+
+def _linear_fwd(x_j: Tensor, x_i: Tensor, p: KernelParams) -> Tensor:
+    return x_j.mul_(x_i).sum(dim=-1)
+
+
+def _poly_fwd(x_j: Tensor, x_i: Tensor, p: KernelParams) -> Tensor:
+    return x_j.mul_(x_i).sum(dim=-1).add_(p.c).pow_(p.d)
+
+
+# kernel -> (in-place forward, gradient); a kernel not listed runs as given, with autograd.
+_FAST_KERNELS: dict[Kernel, tuple[Callable, Callable]] = {
+    l1_kernel: (_l1_fwd, _l1_grad),
+    l1_code_kernel: (_l1_code_fwd, _l1_code_grad),
+    rbf_kernel: (_rbf_fwd, _rbf_grad),
+    linear_kernel: (_linear_fwd, _linear_grad),
+    poly_kernel: (_poly_fwd, _poly_grad),
+}
+
 
 def _kernel_chunks(h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: KernelParams,
                    chunk: int) -> Tensor:
-    return torch.cat([kernel(h[src[i:i + chunk]], h[dst[i:i + chunk]], params)
-                      for i in range(0, src.numel(), chunk)] or [h.new_zeros(0)])
+    fwd = _FAST_KERNELS.get(kernel, (kernel, None))[0]
+    out = h.new_empty(src.numel())
+    for i in range(0, src.numel(), chunk):
+        out[i:i + chunk] = fwd(h[src[i:i + chunk]], h[dst[i:i + chunk]], params)
+    return out
 
 
 class _EdgeKernel(torch.autograd.Function):
-    """Per-edge kernel values computed chunk by chunk; the backward pass recomputes each chunk's
-    gathered endpoints instead of keeping [E, F] tensors from the forward pass."""
+    """Per-edge kernel values computed chunk by chunk; the backward pass gathers each chunk's
+    endpoints again instead of keeping [E, F] tensors from the forward pass."""
 
     @staticmethod
     def forward(ctx, h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: KernelParams,
                 chunk: int) -> Tensor:
-        ctx.save_for_backward(h, src, dst)
+        k = _kernel_chunks(h, src, dst, kernel, params, chunk)
+        ctx.save_for_backward(h, src, dst, k)
         ctx.kernel, ctx.params, ctx.chunk = kernel, params, chunk
-        return _kernel_chunks(h, src, dst, kernel, params, chunk)
+        return k
 
     @staticmethod
     def backward(ctx, grad_k: Tensor):
-        h, src, dst = ctx.saved_tensors
+        h, src, dst, k = ctx.saved_tensors
         grad_h = torch.zeros_like(h)
-        chunk = ctx.chunk
-        with torch.enable_grad():
-            for i in range(0, src.numel(), chunk):
-                s, d = src[i:i + chunk], dst[i:i + chunk]
-                h_s = h[s].detach().requires_grad_()
-                h_d = h[d].detach().requires_grad_()
-                k = ctx.kernel(h_s, h_d, ctx.params)
-                g_s, g_d = torch.autograd.grad(k, (h_s, h_d), grad_k[i:i + chunk])
-                grad_h.index_add_(0, s, g_s)
+        chunk, params = ctx.chunk, ctx.params
+        rule = _FAST_KERNELS.get(ctx.kernel, (None, None))[1]
+        for i in range(0, src.numel(), chunk):
+            s, d = src[i:i + chunk], dst[i:i + chunk]
+            if rule is not None:
+                g_s, g_d = rule(h[s], h[d], k[i:i + chunk], grad_k[i:i + chunk], params)
+            else:
+                with torch.enable_grad():
+                    h_s = h[s].detach().requires_grad_()
+                    h_d = h[d].detach().requires_grad_()
+                    g_s, g_d = torch.autograd.grad(ctx.kernel(h_s, h_d, params), (h_s, h_d),
+                                                   grad_k[i:i + chunk])
+            grad_h.index_add_(0, s, g_s)
+            if g_d is None:
+                grad_h.index_add_(0, d, g_s, alpha=-1)
+            else:
                 grad_h.index_add_(0, d, g_d)
         return grad_h, None, None, None, None, None
 

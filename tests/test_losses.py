@@ -380,13 +380,18 @@ def test_lsp_gradcheck(kernel: str) -> None:
 # edge_kernel: the chunked, recomputing per-edge kernel behind the student side of LSP
 
 
-@pytest.mark.parametrize("kernel", list(KERNELS))
+def _cosine_kernel(x_j: Tensor, x_i: Tensor, params: KernelParams) -> Tensor:
+    return F.cosine_similarity(x_j, x_i, dim=-1)
+
+
+# Every built-in kernel (each with its written-out gradient) and a user's callable (autograd).
+@pytest.mark.parametrize("kernel", [*KERNELS, "user"])
 def test_edge_kernel_equals_the_plain_gather(kernel: str) -> None:
     gen = torch.Generator().manual_seed(3)
     h = torch.randn(30, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     src, dst = torch.randint(0, 30, (2, 200), generator=gen)
-    params = KernelParams(scale=3.0)
-    fn = KERNELS[kernel]
+    params = KernelParams(scale=3.0, sigma=2.0, c=0.5, d=3)
+    fn = _cosine_kernel if kernel == "user" else KERNELS[kernel]
     want = fn(h[src], h[dst], params)
     upstream = torch.randn(want.shape, generator=gen, dtype=torch.float64)
     (want_grad,) = torch.autograd.grad(want, h, upstream)
