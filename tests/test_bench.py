@@ -59,7 +59,7 @@ def test_bench_times_given_teachers(tiny_npz, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1"),
     (["--teachers", "no-such-dir"], "teacher directory not found"),
     (["--teacher-depths", "4"], "no teacher-4.pt"),
 ])
