@@ -17,8 +17,10 @@ from pathlib import Path
 
 from . import distributed
 from .config import INPUT_DROPOUTS, SEED_MAX, ConfigError, RunConfig, preset, with_depths
+from .convs import CONVS
 from .data import DATASETS, DataError, canonical_name, load_dataset
 from .distill import METHODS
+from .models import set_default_conv
 from .runs import (
     CheckpointError,
     RunDirError,
@@ -158,6 +160,15 @@ _RUN_FORCE = ("start the run in OUT over: ignore its results, saved training sta
               "teachers in OUT/teachers (teachers given with --teachers DIR are still reused)")
 
 
+def _convs(text: str) -> tuple[str, ...]:
+    vals = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in vals if v not in CONVS]
+    if bad or not vals or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(
+            f"expected one or two distinct of {', '.join(CONVS)}, comma-separated, got {text!r}")
+    return vals
+
+
 def _add_common_args(p: argparse.ArgumentParser, force_help: str = _RUN_FORCE) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default=None,
@@ -168,6 +179,9 @@ def _add_common_args(p: argparse.ArgumentParser, force_help: str = _RUN_FORCE) -
     g.add_argument("--seed", type=_seed, default=0, help="random seed of the run (default 0)")
     g.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument("--conv", choices=CONVS, default="fused",
+                   help="message-passing implementation: fused (sparse-dense products, default) "
+                        "or pyg (PyG's layers); same parameters and checkpoints, same function")
     _add_resume_args(g, force_help)
     _add_training_args(p)
 
@@ -287,6 +301,9 @@ def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
     g.add_argument("--device", default="auto",
                    help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument("--conv", choices=CONVS, default="fused",
+                   help="message-passing implementation: fused (sparse-dense products, default) "
+                        "or pyg (PyG's layers); same parameters and checkpoints, same function")
     _add_resume_args(g, force_help)
     p.set_defaults(seed=0)  # one cell per seed of --seeds; resolve_config needs a base seed
 
@@ -422,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE",
                    help="also write the measurements as JSON (never overwrites)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--conv", type=_convs, default=("fused",), metavar="IMPL[,IMPL]",
+                   help="message-passing implementation(s) to time: fused (default), pyg, or "
+                        "both (pyg,fused): then every figure runs in its own process, the two "
+                        "alternating, and the JSON gets conv_speedup (first / second)")
+    p.add_argument("--rounds", type=_count, default=1,
+                   help="with two --conv: measurements per figure and implementation; the "
+                        "median is reported (default 1)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("predict", help="per-node predictions of a checkpoint as CSV",
@@ -886,7 +910,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_bench, run_bench
+    from .bench import compare_convs, format_bench, format_conv_comparison, run_bench
     from .train import resolve_device
 
     _refuse_existing(args.json, "--json")
@@ -899,10 +923,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CliError(f"teacher directory not found: {teacher_dir}")
     device = resolve_device(args.device)
     data = _load(args, cfg)
-    rec = run_bench(cfg, data, device, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
-                    repeats=args.repeats, warmup=args.warmup, teacher_dir=teacher_dir,
-                    log=_log(args.quiet))
-    print(format_bench(rec), end="")
+    if len(args.conv) > 1:
+        rec = compare_convs(cfg, data, device, args.conv, dataset=args.dataset,
+                            data_root=args.data_root, epochs=args.epochs,
+                            teacher_epochs=args.teacher_epochs, repeats=args.repeats,
+                            warmup=args.warmup, rounds=args.rounds, teacher_dir=teacher_dir,
+                            log=_log(args.quiet))
+        print(format_conv_comparison(rec), end="")
+    else:
+        rec = run_bench(cfg, data, device, epochs=args.epochs,
+                        teacher_epochs=args.teacher_epochs, repeats=args.repeats,
+                        warmup=args.warmup, teacher_dir=teacher_dir, log=_log(args.quiet),
+                        conv=args.conv[0])
+        print(format_bench(rec), end="")
     if args.json:
         write_json(Path(args.json), rec)
         print(f"measurements in {args.json}")
@@ -972,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
         return _error(e)
     # A --nproc launch hands the same arguments to every worker.
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    # Set on every call: main() may run several commands in one process (tests, notebooks).
+    conv = getattr(args, "conv", None)
+    set_default_conv(conv if isinstance(conv, str) else "fused")
     try:
         return args.func(args)
     except (CliError, DataError, ConfigError, CheckpointError, RunDirError) as e:

@@ -78,3 +78,36 @@ def test_bench_json_never_overwrites(tiny_npz, tmp_path, capsys) -> None:
     out.write_text("{}")
     assert main(["bench", "--dataset", str(tiny_npz), "--json", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == "{}"
+
+
+def test_bench_compares_conv_implementations(tiny_npz, tmp_path, capsys) -> None:
+    # Each figure in its own process, both implementations: the JSON has both sets of figures,
+    # a per-figure peak RSS, and conv_speedup as the ratio of the two.
+    rec = _bench(tiny_npz, tmp_path, "--teacher-depths", "1", "--conv", "pyg,fused")
+    printed = capsys.readouterr().out
+    assert "implementations pyg vs fused" in printed and "teacher-1 epoch s" in printed
+    assert rec["convs"] == ["pyg", "fused"]
+    figures = {"infer:student", "infer:teacher-1", "student_epoch", "distill_epoch_cached",
+               "teacher_epoch:1"}
+    for conv in ("pyg", "fused"):
+        by = rec["by_conv"][conv]
+        assert set(by["peak_rss_mb"]) == figures
+        assert all(v > 0 for v in by["peak_rss_mb"].values())
+        assert by["student_epoch_s"] > 0 and by["distill_epoch_s_cached"] > 0
+        assert set(by["infer_s"]) == {"student", "teacher-1"}
+    speed = rec["conv_speedup"]
+    pyg, fused = rec["by_conv"]["pyg"], rec["by_conv"]["fused"]
+    assert set(speed["teacher_epoch"]) == {"1"}
+    assert speed["teacher_epoch"]["1"] == pytest.approx(
+        pyg["teacher_epoch_s"]["1"] / fused["teacher_epoch_s"]["1"])
+    assert speed["student_epoch"] == pytest.approx(pyg["student_epoch_s"] / fused["student_epoch_s"])
+    assert speed["distill_epoch_cached"] == pytest.approx(
+        pyg["distill_epoch_s_cached"] / fused["distill_epoch_s_cached"])
+    assert set(speed["infer"]) == {"student", "teacher-1"}
+    assert set(speed["peak_rss_mb"]) == figures
+
+
+def test_bench_conv_flag_is_checked(tiny_npz, capsys) -> None:
+    code = main(["bench", "--dataset", str(tiny_npz), "--quiet", "--conv", "pyg,dgl"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pyg,dgl" in err[0]
