@@ -35,6 +35,8 @@ from .runs import (
 )
 
 EXIT_USAGE = 2
+# How long a non-reporting rank waits before it exits on an error (see _error).
+REPORT_GRACE_S = 30.0
 
 
 class CliError(Exception):
@@ -992,8 +994,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _error(message: object, code: int = EXIT_USAGE) -> int:
     # One line whatever the message holds (paths with newlines, multi-line library errors): log
     # scrapers and the tests rely on it.
-    if distributed.reporting():  # the other ranks of a launch fail alike, silently
+    if distributed.reporting():
         print("mskd: error: " + " ".join(str(message).split()), file=sys.stderr)
+    else:
+        # The other ranks of a launch fail alike, silently: rank 0 reports. The launcher stops
+        # every worker as soon as one exits, so these leave last, or rank 0 could be stopped
+        # before it has printed the error and its exit code would be lost.
+        time.sleep(REPORT_GRACE_S)
     return code
 
 

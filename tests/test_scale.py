@@ -257,7 +257,7 @@ def test_cli_sampled_run_end_to_end(tiny_npz, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,msg", [
     (["--fanout", "0"], "fanout"),
-    (["--batch-size", "0"], "batch_size"),
+    (["--batch-size", "0"], "argument --batch-size"),
     (["--nproc", "2"], "--sampler neighbor"),
 ])
 def test_cli_scale_errors_are_one_line(tiny_npz, capsys, argv, msg):
