@@ -45,7 +45,30 @@ def _sage_graph(edge_index: Tensor, n: int) -> Adjacency:
     return Adjacency(src, dst, n, deg.reciprocal()[dst])
 
 
-class FusedGATConv(GATConv):
+def _static_graph(edge_index: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(src, dst, keep)`` of the graph with one self loop appended per node, where ``keep`` is
+    False on the self loops it already had: GAT's and GCN's self-loop normalisation without a
+    boolean selection, whose output size depends on the data (torch.export and ONNX need shapes
+    that follow from the input sizes alone)."""
+    loops = torch.arange(n, device=edge_index.device)
+    src = torch.cat([edge_index[0], loops])
+    dst = torch.cat([edge_index[1], loops])
+    keep = torch.cat([edge_index[0] != edge_index[1],
+                      torch.ones(n, dtype=torch.bool, device=edge_index.device)])
+    return src, dst, keep
+
+
+class _Static:
+    """The static-shape form of a fused layer (``static = True``): plain gathers and scatters
+    over per-edge tensors, no CSR tensors, no custom autograd function, no data-dependent shape.
+    Slower and hungrier than the fused form; it exists so ``torch.onnx.export`` can capture every
+    architecture (PyG's GATConv does not export with dynamic sizes). Same function, same
+    parameters."""
+
+    static: bool = False
+
+
+class FusedGATConv(_Static, GATConv):
     """:class:`torch_geometric.nn.GATConv` (``concat=True``, ``add_self_loops=True``) with the
     aggregation as one block-sparse product; attention dropout draws the same random numbers in
     the same edge order as PyG, so seeded training matches it too.
@@ -65,6 +88,8 @@ class FusedGATConv(GATConv):
     def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
         """The layer given ``h = self.lin(x)`` (lets a caller compute the projection itself,
         e.g. from sparse input)."""
+        if self.static:
+            return self._static_projected(h, edge_index)
         n, heads = h.size(0), self.heads
         blocks = adjacency(edge_index, n, "gat", _gat_graph).blocks(heads)
         hv = h.view(n, heads, self.out_channels)
@@ -84,8 +109,29 @@ class FusedGATConv(GATConv):
             out = out + self.bias
         return out
 
+    def _static_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        n, heads, c = h.size(0), self.heads, self.out_channels
+        src, dst, keep = _static_graph(edge_index, n)
+        hv = h.view(n, heads, c)
+        a_src = (hv * self.att_src).sum(dim=-1)
+        a_dst = (hv * self.att_dst).sum(dim=-1)
+        score = F.leaky_relu(a_src[src] + a_dst[dst], self.negative_slope)
+        score = score.masked_fill(~keep.unsqueeze(1), float("-inf"))
+        idx = dst.unsqueeze(1).expand(-1, heads)
+        top = torch.full((n, heads), float("-inf"), dtype=h.dtype, device=h.device)
+        top = top.scatter_reduce(0, idx, score, reduce="amax", include_self=True)
+        ex = (score - top[dst]).exp()
+        total = torch.zeros(n, heads, dtype=h.dtype, device=h.device).scatter_add(0, idx, ex)
+        alpha = ex / (total[dst] + 1e-16)
+        msg = (alpha.unsqueeze(-1) * hv[src]).view(-1, heads * c)
+        out = torch.zeros_like(h).index_add(0, dst, msg)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
 
-class FusedGCNConv(GCNConv):
+
+
+class FusedGCNConv(_Static, GCNConv):
     """:class:`torch_geometric.nn.GCNConv` (self loops, symmetric normalisation) as
     ``D^-1/2 (A + I) D^-1/2 (x W) + b`` with a sparse product.
 
@@ -101,14 +147,23 @@ class FusedGCNConv(GCNConv):
 
     def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
         """The layer given ``h = self.lin(x)``."""
-        adj = adjacency(edge_index, h.size(0), "gcn", _gcn_graph)
-        out = spmm_blocks(adj.block_weight().to(h.dtype), h, adj.blocks(1))
+        if self.static:
+            n = h.size(0)
+            src, dst, keep = _static_graph(edge_index, n)
+            w = keep.to(h.dtype)
+            deg = torch.zeros(n, dtype=h.dtype, device=h.device).index_add(0, dst, w)
+            inv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
+            msg = (inv[src] * w * inv[dst]).unsqueeze(1) * h[src]
+            out = torch.zeros_like(h).index_add(0, dst, msg)
+        else:
+            adj = adjacency(edge_index, h.size(0), "gcn", _gcn_graph)
+            out = spmm_blocks(adj.block_weight().to(h.dtype), h, adj.blocks(1))
         if self.bias is not None:
             out = out + self.bias
         return out
 
 
-class FusedSAGEConv(SAGEConv):
+class FusedSAGEConv(_Static, SAGEConv):
     """:class:`torch_geometric.nn.SAGEConv` with mean aggregation:
     ``lin_l(mean_{u -> v} x_u) + lin_r(x_v)``, with the mean as a sparse product. The mean is
     taken after ``lin_l``'s weight where that is narrower than the input (the two orders are
@@ -122,6 +177,13 @@ class FusedSAGEConv(SAGEConv):
         super().__init__(in_channels, out_channels, aggr="mean")
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
+        if self.static:
+            src, dst = edge_index
+            n = x.size(0)
+            count = torch.zeros(n, dtype=x.dtype, device=x.device).index_add(
+                0, dst, torch.ones_like(dst, dtype=x.dtype))
+            total = torch.zeros_like(x).index_add(0, dst, x[src])
+            return self.lin_l(total / count.clamp(min=1).unsqueeze(1)) + self.lin_r(x)
         adj = adjacency(edge_index, x.size(0), "sage", _sage_graph)
         w, blocks = adj.block_weight().to(x.dtype), adj.blocks(1)
         if self.out_channels < x.size(1):
@@ -152,6 +214,15 @@ def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Te
         return conv(h, edge_index)
     finally:
         conv.lin = lin
+
+
+def make_static(model: nn.Module) -> nn.Module:
+    """Switch every fused layer of ``model`` to its static-shape form (:class:`_Static`), in
+    place; returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, _Static):
+            m.static = True
+    return model
 
 
 def make_conv(arch: str, in_dim: int, out_per_head: int, heads: int, attn_dropout: float,

@@ -14,7 +14,7 @@ from mskd.convs import FusedGATConv, FusedGCNConv, FusedSAGEConv, make_conv
 from mskd.models import GNN
 from mskd.sparse import Adjacency, adjacency, spmm
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def awkward_graph(n: int = 40, e: int = 200, seed: int = 0) -> torch.Tensor:

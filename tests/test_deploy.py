@@ -1,4 +1,5 @@
-"""``mskd predict`` (per-node CSV) and ``mskd export`` (TorchScript; ONNX refused without onnx)."""
+"""``mskd predict`` (per-node CSV) and ``mskd export`` (TorchScript, and ONNX checked with
+onnxruntime; refused without the onnx extra)."""
 
 from __future__ import annotations
 
@@ -210,15 +211,54 @@ def test_export_corrupt_checkpoint(tmp_path, capsys) -> None:
     assert "corrupt or unreadable checkpoint" in msg
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is not None
-                    and importlib.util.find_spec("onnxscript") is not None,
-                    reason="onnx is installed: the refusal does not apply")
-def test_onnx_without_onnx_is_a_clear_error(tiny_npz, tmp_path, capsys) -> None:
+def test_onnx_without_the_extra_is_a_clear_error(tiny_npz, tmp_path, capsys,
+                                                  monkeypatch) -> None:
     _checkpoint(load_npz(tiny_npz), tmp_path / "student.pt")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     msg = _one_error(capsys, ["export", "--checkpoint", str(tmp_path / "student.pt"),
                               "--format", "onnx"])
-    assert "--format onnx needs the onnx" in msg and "not installed" in msg
+    assert "--format onnx needs the onnxruntime package" in msg and ".[onnx]" in msg
     assert not (tmp_path / "student.onnx").exists()
+
+
+# .ci/run installs the onnx extra, so these run in CI; a machine without it skips them.
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
+def test_onnx_export_round_trips_through_onnxruntime(tiny_npz, tmp_path, capsys, arch) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    data = load_npz(tiny_npz)
+    ckpt = tmp_path / "student.pt"
+    cfg = dataclasses.replace(SMALL, arch=arch, hidden_layers=2, residual=True)
+    model = _checkpoint(data, ckpt, cfg)
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 0
+    out = tmp_path / "student.onnx"
+    assert str(out) in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    g = data.splits["test"][0]
+    # The whole graph, and a subgraph of another size with self loops and a duplicate edge.
+    keep = (g.edge_index < 50).all(dim=0)
+    sub_ei = torch.cat([g.edge_index[:, keep], torch.tensor([[3, 3, 7], [3, 7, 3]])], dim=1)
+    for x, ei in ((g.x, g.edge_index), (g.x[:50], sub_ei)):
+        got = torch.from_numpy(session.run(None, {"x": x.numpy(), "edge_index": ei.numpy()})[0])
+        want = model.predict(x, ei)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        assert torch.equal(got.argmax(dim=1), want.argmax(dim=1))
+
+
+def test_static_form_of_the_fused_layers_equals_them(tiny_npz, tmp_path) -> None:
+    from mskd.deploy import onnx_model
+
+    data = load_npz(tiny_npz)
+    g = data.splits["test"][0]
+    for arch in ("gat", "gcn", "sage"):
+        model = _checkpoint(data, tmp_path / f"{arch}.pt", dataclasses.replace(SMALL, arch=arch))
+        static = onnx_model(model)
+        assert all(getattr(m, "static", True) for m in static.convs)
+        torch.testing.assert_close(static.predict(g.x, g.edge_index),
+                                   model.predict(g.x, g.edge_index), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("command", ["bench", "predict", "export"])
