@@ -1,7 +1,14 @@
 """mskd: multi-scale knowledge distillation from multiple graph neural networks.
 
-Pipeline, one module per stage: ``data`` -> ``models`` -> ``losses``/``attention`` ->
-``train`` -> ``teachers`` -> ``distill`` -> ``evaluate`` -> ``report``; ``cli`` sits on top.
+The data flows one way, and the modules are layered in the same order (lowest first; each imports
+only modules before it, ``tests/test_layers.py``): ``errors``; the pure tensor functions
+``losses``, ``attention``, ``sparse``, ``convs``; infrastructure ``runs``, ``distributed``,
+``sampling``; ``config``; ``ogb_data``, ``data`` (a name becomes a graph); ``plots``;
+``inference``, ``models``; ``evaluate``; ``train`` (the loop); ``targets`` (checkpoints, teacher
+outputs per step); ``scale`` (mini-batches); ``teachers`` (graphs train teachers); ``distill``
+(frozen teachers' targets and labels train the student); ``report``, ``deploy``, ``compare``,
+``bench``; ``cli`` on top. This module only re-exports: :class:`MskdError`, the base of every
+error that is the user's input rather than a bug.
 """
 
 import os
@@ -14,3 +21,7 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
+
+from .errors import MskdError
+
+__all__ = ["MskdError", "__version__"]

@@ -17,13 +17,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+
 ARCHS = ("gat", "gcn", "sage")
 ACTIVATIONS = ("elu", "relu")
 INPUT_DROPOUTS = ("dense", "sparse")
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the CLI turns it into a one-line error and exit code 2."""
 
 
 # Seeds (--seed, --split-seed, --seeds) live in NumPy's legacy seeding range: the training loop

@@ -27,12 +27,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from .errors import DataError
 from .runs import RunLock
-
-
-class DataError(ValueError):
-    """Missing or malformed data; the CLI prints it on one line and exits with code 2."""
-
 
 SINGLE = "single-label"
 MULTI = "multi-label"

@@ -47,7 +47,7 @@ from .losses import (
 )
 from .models import GNN, count_parameters
 from .runs import file_digest, resume_path, save_checkpoint
-from .teachers import TrainedModel, checkpoint_payload, training_key
+from .targets import TeacherView, TrainedModel, checkpoint_payload, training_key
 from .train import LossTerm, Resume, Step, fit, seed_everything
 
 
@@ -153,22 +153,6 @@ def matched_layers(n_student_layers: int, n_teachers: int, given: Sequence[int] 
     if given:
         return list(given) * n_teachers if len(given) == 1 else list(given)
     return [math.ceil((k + 1) * n_student_layers / n_teachers) - 1 for k in range(n_teachers)]
-
-
-@dataclass
-class TeacherView:
-    """One teacher's outputs on the nodes of a step's graph."""
-
-    logits: Tensor  # [N, C]
-    # [N, W], the teacher's last hidden layer. None when the LSP target below is cached: the
-    # target is all the structure term needs, and on PPI the hidden layers of three 4x256
-    # teachers would hold ~550 MB for nothing.
-    hidden: Tensor | None
-    # LSP target, when cached: edge index with one self loop per node and the teacher's log
-    # distribution over each node's in-edges, aligned with it (the edge index is one tensor
-    # shared by all teachers of a graph).
-    edge_index: Tensor | None = None
-    log_p: Tensor | None = None
 
 
 CACHE_FORMAT = 1

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_undirected
 
+from .errors import DataError
+
 OGB_DATASETS = ("ogbn-arxiv", "ogbn-products")
 
 
@@ -39,8 +41,6 @@ def load_ogb(name: str, root: Path, offline: bool):
     Raises:
         DataError: ``ogb`` not installed, or the dataset missing while offline.
     """
-    from .data import DataError
-
     folder = _folder(root, name)
     present = (folder / "processed").is_dir() or (folder / "raw").is_dir()
     if offline and not present:

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors import MskdError
 
-class PlotError(ValueError):
+
+class PlotError(MskdError):
     """A plot cannot be drawn (matplotlib missing, unknown JSON); one line for the CLI."""
 
 

@@ -17,13 +17,7 @@ from typing import Any, final
 
 import torch
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the CLI prints it on one line and exits with code 2."""
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used (finished run, not writable)."""
+from .errors import CheckpointError, RunDirError
 
 
 def new_run_dir(dataset: str, root: str | os.PathLike = "runs") -> Path:

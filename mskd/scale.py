@@ -36,6 +36,7 @@ from .data import GraphDataset
 from .evaluate import score
 from .losses import edge_log_structure, task_loss, with_self_loops
 from .sampling import SeedBatches
+from .targets import TeacherView
 from .train import Step, evaluate_split
 
 
@@ -74,7 +75,7 @@ def evaluate(model: nn.Module, data: GraphDataset, split: str, scale: ScaleConfi
 
 class CachedTeacherOutputs:
     """Per node, every teacher's logits and last hidden layer from layer-wise inference; per
-    batch, :class:`mskd.distill.TeacherView` objects for its seeds (the interface of
+    batch, :class:`mskd.targets.TeacherView` objects for its seeds (the interface of
     :class:`mskd.distill.TeacherOutputs`)."""
 
     def __init__(self, teachers: Sequence, graph, chunk_size: int, kernel: str | None) -> None:
@@ -88,8 +89,6 @@ class CachedTeacherOutputs:
         self.nbytes = sum(t.numel() * t.element_size() for t in (*self.logits, *self.hidden))
 
     def __call__(self, batch) -> list:
-        from .distill import TeacherView
-
         bs, n_id = batch.batch_size, batch.n_id
         views = []
         edge_index = None

@@ -8,100 +8,29 @@ a silent retrain over the user's file.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__, scale
+from . import scale
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import GraphDataset
 from .models import GNN, count_parameters
 from .runs import CheckpointError, RunLock, load_checkpoint, resume_path, save_checkpoint
-from .train import FitResult, Resume, fit, seed_everything
-
-
-@dataclass
-class TrainedModel:
-    """A trained (or loaded) model and its validation-selected scores."""
-
-    name: str
-    model: GNN
-    cfg: ModelConfig
-    params: int
-    val: float
-    test: float
-    best_epoch: int
-    train_s: float
-    path: Path | None = None
-    reused: bool = False
-
-    @property
-    def layers(self) -> int:
-        return self.cfg.hidden_layers
+from .targets import (
+    TrainedModel,
+    check_compatible,
+    checkpoint_payload,
+    model_from_checkpoint,
+    training_key,
+)
+from .train import Resume, fit, seed_everything
 
 
 def teacher_seed(seed: int, layers: int) -> int:
     # Independent of which other teachers exist, so a reused teacher equals a retrained one.
     return seed * 1000 + layers
-
-
-def checkpoint_payload(
-    kind: str, model: GNN, data: GraphDataset, train_cfg: TrainConfig, seed: int,
-    result: FitResult, test: float, extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "mskd_version": __version__,
-        "model_config": model.cfg.to_dict(),
-        "train_config": dataclasses.asdict(train_cfg),
-        "seed": seed,
-        "in_channels": model.in_channels,
-        "out_channels": model.out_channels,
-        "dataset": data.name,
-        # Where the graph came from: lets `mskd evaluate` find a user's .npz graph again.
-        "data_source": data.info.get("source"),
-        "task": data.task,
-        "fingerprint": data.fingerprint(),
-        "split_seed": data.info.get("split_seed"),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metrics": {
-            "val": result.val, "test": test, "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "train_s": result.train_s,
-        },
-        **(extra or {}),
-    }
-
-
-def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoint") -> GNN:
-    try:
-        cfg = ModelConfig(**payload["model_config"])
-        model = GNN(int(payload["in_channels"]), int(payload["out_channels"]), cfg)
-        model.load_state_dict(payload["state_dict"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
-        msg = str(e).splitlines()[0][:160]
-        raise CheckpointError(f"{path}: weights do not fit the stored architecture ({msg})") from None
-    model.eval()
-    return model
-
-
-def check_compatible(payload: dict[str, Any], data: GraphDataset, path: Path) -> None:
-    """Refuse a checkpoint made for another dataset, graph or split."""
-    if payload["dataset"] != data.name:
-        raise CheckpointError(
-            f"{path} was trained on {payload['dataset']!r}, not {data.name!r}"
-        )
-    if payload.get("fingerprint") != data.fingerprint():
-        raise CheckpointError(
-            f"{path} was trained on a different version of {data.name} (graph, node order or "
-            "split differ; check --split-seed and the data root)"
-        )
-    if payload["in_channels"] != data.num_features or payload["out_channels"] != data.num_classes:
-        raise CheckpointError(
-            f"{path}: model expects {payload['in_channels']} features/{payload['out_channels']} "
-            f"classes, dataset has {data.num_features}/{data.num_classes}"
-        )
 
 
 def _reuse(path: Path, cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
@@ -178,10 +107,3 @@ def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every,
         for p in t.model.parameters():
             p.requires_grad_(False)
     return teachers
-
-
-def training_key(cfg: ModelConfig, train_cfg: TrainConfig, seed: int, data: GraphDataset,
-                 **extra: Any) -> dict[str, Any]:
-    """What a saved training state must match to be resumed (see :class:`mskd.train.Resume`)."""
-    return {"model_config": cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
-            "seed": seed, "dataset": data.name, "fingerprint": data.fingerprint(), **extra}
