@@ -7,8 +7,9 @@ only modules before it, ``tests/test_layers.py``): ``errors``; the pure tensor f
 ``inference``, ``models``; ``evaluate``; ``train`` (the loop); ``targets`` (checkpoints, teacher
 outputs per step); ``scale`` (mini-batches); ``teachers`` (graphs train teachers); ``distill``
 (frozen teachers' targets and labels train the student); ``report``, ``deploy``, ``compare``,
-``bench``; ``cli`` on top. This module only re-exports: :class:`MskdError`, the base of every
-error that is the user's input rather than a bug.
+``bench``; ``options`` (the flags), ``api`` (:func:`run`, :func:`compare`), ``cli`` on top. This
+module only re-exports: ``run`` and ``compare`` (the Python API, :mod:`mskd.api`) and
+:class:`MskdError`, the base of every error that is the user's input rather than a bug.
 """
 
 import os
@@ -24,4 +25,14 @@ __version__ = "0.1.0"
 
 from .errors import MskdError
 
-__all__ = ["MskdError", "__version__"]
+__all__ = ["MskdError", "__version__", "compare", "run"]
+
+
+def __getattr__(name: str):
+    # mskd.run and mskd.compare load torch and every layer: only when first asked for, so that
+    # the modules' own ``from . import __version__`` never waits on the layers above them.
+    if name in ("run", "compare"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mskd' has no attribute {name!r}")

@@ -38,6 +38,8 @@ LAYERS = (
     "deploy",
     "compare",
     "bench",
+    "options",
+    "api",
     "cli",
 )
 

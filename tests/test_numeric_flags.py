@@ -28,6 +28,7 @@ from conftest import make_graph, tree_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mskd.api
 import mskd.cli
 from mskd.cli import build_parser, main
 from mskd.distill import METHODS
@@ -126,6 +127,7 @@ def test_every_numeric_flag_is_refused_on_one_line_or_in_range(tiny, capsys, mon
     kind, low, high = FLAGS[command][flag]
     for name in ("load_dataset", "load_checkpoint", "_load_checkpoint_model"):
         monkeypatch.setattr(mskd.cli, name, _stop)
+    monkeypatch.setattr(mskd.api, "load_dataset", _stop)  # run, distill, teachers, compare
     monkeypatch.setattr(mskd.cli.distributed, "launch", _stop)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -1,0 +1,245 @@
+"""The Python API: what the ``mskd`` commands do, callable from a program or a notebook.
+
+``mskd.run(dataset, out=..., **options)`` is ``mskd run`` and returns its ``results.json`` record;
+``mskd.compare(dataset, seeds=..., methods=..., out=..., **options)`` is ``mskd compare`` and
+returns its ``compare.json`` record. ``options`` are the command's long flags with underscores
+(``epochs=50``, ``teacher_depths=(1, 2, 3)``, ``no_teacher_cache=True``); they go through the
+command line's own parser (:mod:`mskd.options`), so a bad option raises :class:`mskd.MskdError`
+with the message the CLI prints on its one error line. The CLI (:mod:`mskd.cli`) parses its
+arguments and calls the functions below on the same ``argparse.Namespace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, RunConfig
+from .data import GraphDataset, load_dataset
+from .errors import RunDirError, UsageError
+from .models import set_default_conv
+from .options import build_parser, resolve_config
+from .runs import (
+    RunLock,
+    ensure_dir,
+    first_difference,
+    move_aside,
+    new_run_dir,
+    write_json,
+)
+from .targets import TrainedModel
+
+
+def run(dataset: str, *, out: str | Path, **options: Any) -> dict:
+    """Train (or reuse) the teachers, distil the student, write ``OUT/results.json``: what
+    ``mskd run --dataset DATASET --out OUT ...`` does, without the printed table.
+
+    ``options`` are ``mskd run``'s long flags with underscores: ``method="kd"``, ``epochs=50``,
+    ``teacher_depths=(1, 2, 3)``, ``data_root=...``, ``seed=0``, ``quiet=True``, ... A flag
+    without a value is ``True`` to give it. Returns the ``results.json`` record.
+
+    Raises:
+        MskdError: a bad option, missing data, an unusable run directory or checkpoint (the
+            message the CLI prints).
+    """
+    done = run_args(parse("run", dataset=dataset, out=out, **options))
+    return _written(done.out / "results.json")
+
+
+def compare(dataset: str, *, seeds: str | Sequence[int], methods: str | Sequence[str],
+            out: str | Path, **options: Any) -> dict:
+    """Teachers once per seed and every method, mean +- std over seeds, written to
+    ``OUT/compare.{json,csv,md}``: what ``mskd compare`` does. Rerunning resumes it.
+
+    ``seeds`` is ``"0-4"`` or a list of ints, ``methods`` ``"none,kd,mskd"`` or a list of names;
+    other ``options`` as for :func:`run`. Returns the ``compare.json`` record.
+    """
+    args = parse("compare", dataset=dataset, seeds=seeds, methods=methods, out=out, **options)
+    out_dir = compare_args(args, args.seeds, args.methods, args.plot)[1]
+    return _written(out_dir / "compare.json")
+
+
+def _written(path: Path) -> dict:
+    # The record as a reader of the file sees it (lists, not the tuples of the configs).
+    return json.loads(path.read_text())
+
+
+def parse(command: str, **options: Any) -> argparse.Namespace:
+    """``options`` as the parsed command line of ``mskd COMMAND``; refused as the CLI refuses
+    them. Also selects the message-passing implementation (``conv``) for this process."""
+    argv = [command]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue  # the flag's default
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, ",".join(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    select_conv(args)
+    return args
+
+
+def select_conv(args: argparse.Namespace) -> None:
+    # Set on every call: one process may run several commands (tests, notebooks).
+    conv = getattr(args, "conv", None)
+    set_default_conv(conv if isinstance(conv, str) else "fused")
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: the record written to ``results.json``, and the models it scored."""
+
+    record: dict
+    out: Path
+    teachers: list[TrainedModel]
+    student: TrainedModel
+    details: dict
+
+
+def run_args(args: argparse.Namespace) -> RunOutcome:
+    """``mskd run`` / ``mskd distill`` in one process, on parsed arguments."""
+    from .distill import train_student
+    from .report import results_record
+    from .teachers import train_or_load_teachers
+    from .train import resolve_device
+
+    t0 = time.perf_counter()
+    cfg = resolve_config(args)
+    device = resolve_device(args.device)
+    data = load_data(args, cfg)
+    out, teacher_dir = prepare_out(args, data.name)
+    log = stderr_log(args.quiet)
+    with RunLock(out, log=log):
+        check_interrupted(out, cfg, args.force)
+        write_json(out / "config.json", cfg.to_dict())
+        # --force starts over the teachers of this run, never those of a --teachers DIR.
+        own_teachers = args.force and not args.teachers
+        teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, log,
+                                          args.checkpoint_every, fresh=own_teachers)
+        student, details = train_student(cfg, data, teachers, out, device, args.quiet,
+                                         teacher_cache=not args.no_teacher_cache,
+                                         checkpoint_every=args.checkpoint_every,
+                                         fresh=args.force, log=log)
+        rec = results_record(cfg, data, teachers, student, details, str(device),
+                             time.perf_counter() - t0)
+        write_json(out / "results.json", rec)
+    return RunOutcome(rec, out, teachers, student, details)
+
+
+def stderr_log(quiet: bool) -> Callable[[str], None]:
+    """Progress and log lines go to stderr (stdout holds results), none with ``quiet``."""
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return log
+
+
+
+
+def prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Path]:
+    """The run directory and teacher directory of ``args``, created; a finished run is refused
+    unless ``--force`` moves it aside first."""
+    out = Path(args.out) if args.out else new_run_dir(dataset_name)
+    if (out / "results.json").exists() and args.command != "teachers" and not args.force:
+        raise RunDirError(
+            f"{out} already holds a finished run (results.json); it is kept as it is. Choose "
+            f"another --out, reuse its teachers with --teachers {out / 'teachers'}, or start it "
+            "over with --force"
+        )
+    teacher_dir = Path(args.teachers) if args.teachers else out / "teachers"
+    if args.command != "teachers" and teacher_dir.resolve() == out.resolve():
+        # Both directories are locked for the whole run: one directory would be refused as "in
+        # use" by this very process.
+        raise UsageError(f"--teachers {args.teachers} is the run directory itself; give the "
+                         f"teachers a directory of their own (default {out / 'teachers'})")
+    if args.force and args.command == "teachers":
+        _refuse_finished_teachers(teacher_dir)
+    elif args.force:
+        # All or nothing: the old run keeps its own directory, whole, under a new name; the new
+        # one is unfinished until its results.json is written, whatever fails on the way.
+        if args.teachers and out.resolve() in teacher_dir.resolve().parents:
+            raise UsageError(f"--teachers {args.teachers} lies inside {out}, which --force "
+                             "moves aside; leave --teachers out to retrain them, or give a "
+                             "directory outside the run")
+        aside = move_aside(out)
+        if aside is not None:
+            stderr_log(args.quiet)(f"--force: the previous run in {out} is now in {aside}")
+    ensure_dir(out)
+    ensure_dir(teacher_dir)
+    return out, teacher_dir
+
+
+def _refuse_finished_teachers(teacher_dir: Path) -> None:
+    run = teacher_dir.parent
+    if teacher_dir.name == "teachers" and (run / "results.json").exists():
+        raise RunDirError(
+            f"{teacher_dir} holds the teachers of the finished run {run}; --force would replace "
+            "them under its results.json. Train new teachers into another --out or --teachers "
+            "DIR, or start the whole run over with mskd run --force"
+        )
+
+
+def check_interrupted(out: Path, cfg: RunConfig, force: bool) -> None:
+    """An unfinished run in ``out`` may be resumed only with the settings it started with."""
+    path = out / "config.json"
+    if force or not path.exists():
+        return
+    try:
+        # Through the dataclasses, so settings added since (defaulting to their old behaviour)
+        # do not make an older run look different.
+        have = RunConfig.from_dict(json.loads(path.read_text())).to_json_dict()
+    except (OSError, ValueError, ConfigError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); use another --out or --force") from None
+    diff = first_difference(have, cfg.to_json_dict())
+    if diff:
+        raise RunDirError(
+            f"{out} holds an interrupted run with other settings: {diff}. Rerun with its settings "
+            "to resume it, use another --out, or start it over with --force"
+        )
+
+
+def load_data(args: argparse.Namespace, cfg: RunConfig) -> GraphDataset:
+    log = stderr_log(args.quiet)
+    data = load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed)
+    log(data.summary())
+    return data
+
+
+def compare_out(args: argparse.Namespace, dataset_name: str) -> Path:
+    # A fixed default (not a timestamp), so running the same command again resumes it.
+    return ensure_dir(Path(args.out) if args.out else Path("runs") / dataset_name / "compare")
+
+
+def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str, want_plot: bool
+                 ) -> tuple[dict, Path, RunConfig, GraphDataset, list[str], torch.device]:
+    """Parse, validate, load and run (or resume) a comparison: (record, out, config, data,
+    methods, device)."""
+    from .compare import parse_methods, parse_seeds, run_compare, validate_methods
+    from .plots import require_matplotlib
+    from .train import resolve_device
+
+    seeds, methods = parse_seeds(seeds_text), parse_methods(methods_text)
+    cfg = resolve_config(args)
+    validate_methods(cfg, methods)
+    if want_plot:
+        require_matplotlib()  # fail now, not after hours of training
+    device = resolve_device(args.device)
+    data = load_data(args, cfg)
+    out = compare_out(args, data.name)
+    rec = run_compare(cfg, data, seeds, methods, out, device, args.quiet, stderr_log(args.quiet),
+                      teacher_cache=not args.no_teacher_cache,
+                      checkpoint_every=args.checkpoint_every, fresh=args.force)
+    return rec, out, cfg, data, methods, device
