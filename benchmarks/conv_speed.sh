@@ -4,7 +4,7 @@
 #   2. a neighbour-sampled mskd student epoch on Physics with each implementation (3-epoch
 #      teachers trained once, shared), timed from the run's own train_s, peak RSS from time -v.
 # Every step writes its own file under OUT and is skipped when that file exists (rerun to resume).
-# Usage: MSKD_DATA_ROOT=../shared/data bash benchmarks/conv_speed.sh [OUT_DIR] [THREADS]
+# Usage: MSKD_DATA_ROOT=../shared/data [PHYSICS_ROUNDS=3] bash benchmarks/conv_speed.sh [OUT_DIR] [THREADS]
 set -euo pipefail
 out=${1:-runs/conv-speed}
 threads=${2:-2}
@@ -19,7 +19,7 @@ fi
   --rounds 3 --epochs 2 --teacher-epochs 1 --repeats 5 --warmup 1 --json "$out/ppi.json" \
   | tee "$out/ppi.txt"
 [ -f "$out/physics.json" ] || mskd bench --dataset coauthor-physics --data-root "$root" \
-  --conv pyg,fused --rounds 3 --epochs 3 --teacher-epochs 1 --repeats 5 --warmup 1 \
+  --conv pyg,fused --rounds "${PHYSICS_ROUNDS:-3}" --epochs 3 --teacher-epochs 1 --repeats 5 --warmup 1 \
   --json "$out/physics.json" | tee "$out/physics.txt"
 
 sampled=(--sampler neighbor --fanout 10,5 --batch-size 1024 --chunk-size 4096)

@@ -105,6 +105,8 @@ def test_bench_compares_conv_implementations(tiny_npz, tmp_path, capsys) -> None
         pyg["distill_epoch_s_cached"] / fused["distill_epoch_s_cached"])
     assert set(speed["infer"]) == {"student", "teacher-1"}
     assert set(speed["peak_rss_mb"]) == figures
+    # One round: the fastest round is the only one, so both sets of ratios agree.
+    assert rec["conv_speedup_fastest_round"] == speed
 
 
 def test_bench_conv_flag_is_checked(tiny_npz, capsys) -> None:
