@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # docs/performance.md, "Fused message passing": PyG's layers against mskd's fused ones.
 #   1. mskd bench --conv pyg,fused on PPI-like data (ppi preset) and on Coauthor Physics;
-#   2. a neighbour-sampled mskd student epoch on Physics with each implementation (3-epoch
-#      teachers trained once, shared), timed from the run's own train_s, peak RSS from time -v.
+#   2. a neighbour-sampled mskd student epoch on Physics with each implementation (2-epoch
+#      teachers trained once, shared; --epochs applies to them too), timed from the run's own train_s, peak RSS from time -v.
 # Every step writes its own file under OUT and is skipped when that file exists (rerun to resume).
 # Usage: MSKD_DATA_ROOT=../shared/data [PHYSICS_ROUNDS=3] bash benchmarks/conv_speed.sh [OUT_DIR] [THREADS]
 set -euo pipefail
@@ -24,7 +24,7 @@ fi
 
 sampled=(--sampler neighbor --fanout 10,5 --batch-size 1024 --chunk-size 4096)
 [ -f "$out/pt/teachers/teacher-3.pt" ] || mskd teachers --dataset coauthor-physics \
-  --data-root "$root" --epochs 3 --out "$out/pt" --quiet "${sampled[@]}"
+  --data-root "$root" --epochs 2 --patience 5 --out "$out/pt" --quiet "${sampled[@]}"
 for conv in pyg fused; do
   [ -f "$out/sampled-$conv/results.json" ] || /usr/bin/time -v -o "$out/sampled-$conv.time" \
     mskd distill --dataset coauthor-physics --data-root "$root" --method mskd --epochs 2 \
