@@ -6,7 +6,7 @@ only modules before it, ``tests/test_layers.py``): ``errors``; the pure tensor f
 ``sampling``; ``config``; ``ogb_data``, ``data`` (a name becomes a graph); ``plots``;
 ``inference``, ``models``; ``evaluate``; ``train`` (the loop); ``targets`` (checkpoints, teacher
 outputs per step); ``scale`` (mini-batches); ``teachers`` (graphs train teachers); ``distill``
-(frozen teachers' targets and labels train the student); ``report``, ``deploy``, ``compare``,
+(frozen teachers' targets and labels train the student); ``report``, ``deploy``, ``comparison``,
 ``bench``; ``options`` (the flags), ``api`` (:func:`run`, :func:`compare`), ``cli`` on top. This
 module only re-exports: ``run`` and ``compare`` (the Python API, :mod:`mskd.api`) and
 :class:`MskdError`, the base of every error that is the user's input rather than a bug.

@@ -227,7 +227,7 @@ def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str, w
                  ) -> tuple[dict, Path, RunConfig, GraphDataset, list[str], torch.device]:
     """Parse, validate, load and run (or resume) a comparison: (record, out, config, data,
     methods, device)."""
-    from .compare import parse_methods, parse_seeds, run_compare, validate_methods
+    from .comparison import parse_methods, parse_seeds, run_compare, validate_methods
     from .plots import require_matplotlib
     from .train import resolve_device
 

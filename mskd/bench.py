@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .compare import inference_time
+from .comparison import inference_time
 from .config import RunConfig, TrainConfig
 from .data import GraphDataset, load_dataset
 from .distill import Objective

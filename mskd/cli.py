@@ -1,15 +1,20 @@
 """Command-line interface: the options (:mod:`mskd.options`) parsed and the results printed; the
 work is done by :mod:`mskd.api` (run, distill, teachers, compare) and the modules.
 
-Every expected failure (bad input, missing data, unusable checkpoint, unwritable output) is printed
-as one line ``mskd: error: ...`` with exit code 2; no traceback.
+Every expected failure (bad input, missing data, unusable checkpoint, unwritable output: a
+:class:`mskd.MskdError`, or an OSError) is printed as one line ``mskd: error: ...`` with exit code
+2; no traceback. A training that ends in non-finite numbers is one line with exit code 1. Any other
+exception is a bug: one line saying so, exit code 1, its traceback in a file (``mskd --debug``
+prints it instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +31,13 @@ from .api import (
 from .config import RunConfig
 from .data import DATASETS, load_dataset
 from .distill import METHODS
-from .errors import CheckpointError, ConfigError, DataError, MskdError, RunDirError, UsageError
+from .errors import MskdError, RunDirError, UsageError
 from .options import build_parser, resolve_config
 from .runs import RunLock, load_checkpoint, write_json, write_text
+from .train import TrainingError
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 # How long a non-reporting rank waits before it exits on an error (see _error).
 REPORT_GRACE_S = 30.0
 
@@ -161,7 +168,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_degree(args: argparse.Namespace) -> int:
-    from .compare import (
+    from .comparison import (
         SettingsMismatch,
         degree_analysis,
         degree_markdown,
@@ -410,21 +417,39 @@ def main(argv: list[str] | None = None) -> int:
     select_conv(args)
     try:
         return COMMANDS[args.command](args)
-    except (CliError, DataError, ConfigError, CheckpointError, RunDirError) as e:
+    except MskdError as e:
         return _error(e)
-    except ValueError as e:  # bad --device and similar argument values
-        return _error(e)
+    except TrainingError as e:  # the run, not the input: a non-finite loss or weight
+        return _error(e, code=1)
     except OSError as e:  # disk full, permission denied while writing
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         return _error(f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
         print("mskd: interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as e:
-        from .train import TrainingError
-        if isinstance(e, TrainingError):
-            return _error(e, code=1)
-        raise
+    except Exception as e:  # noqa: BLE001 - anything else is a bug, reported as one
+        return _internal_error(e, args.debug)
+
+
+def _internal_error(error: Exception, debug: bool) -> int:
+    """A failure that is no MskdError is a bug in mskd, not the user's input: exit code 1, one
+    line saying so and where the traceback is (on stderr with ``--debug``, else in a file, so
+    that the error line stays one line)."""
+    what = f"{type(error).__name__}: {str(error).strip() or '(no message)'}"
+    if not distributed.reporting():
+        return _error(what, code=EXIT_BUG)
+    if debug:
+        traceback.print_exception(error)
+        return _error(f"internal error (a bug in mskd, not your input): {what}", code=EXIT_BUG)
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="mskd-traceback-", suffix=".txt",
+                                         delete=False) as f:
+            traceback.print_exception(error, file=f)
+        where = f"traceback in {f.name}"
+    except OSError:
+        where = "no traceback file could be written"
+    return _error(f"internal error (a bug in mskd, not your input): {what}; {where}; rerun "
+                  "with mskd --debug to print it", code=EXIT_BUG)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from . import __version__
     parser.add_argument("--version", action="version", version=f"mskd {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error (a bug in mskd), print its traceback instead "
+                             "of writing it to a file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -490,6 +493,6 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             cfg = dataclasses.replace(cfg, distill=scale_phases(cfg.distill, args.epochs, k))
         if not hasattr(args, "methods"):
             # One method: config.json records the epochs its schedule runs. A comparison does
-            # this per cell (compare.cell_config).
+            # this per cell (comparison.cell_config).
             cfg = scheduled(cfg)
     return cfg

@@ -62,6 +62,14 @@ def test_run_is_the_cli_run(tiny_npz: Path, capsys: pytest.CaptureFixture[str]):
     assert rec["config"] == cli["config"]
 
 
+def test_mskd_compare_stays_the_function():
+    # A submodule named ``compare`` would replace the function on the package once imported.
+    import mskd.api
+    import mskd.comparison  # the import that would rebind mskd.compare
+
+    assert mskd.compare is mskd.api.compare and mskd.run is mskd.api.run
+
+
 def test_compare_returns_the_compare_json_record(tiny_npz: Path):
     rec = mskd.compare(str(tiny_npz), seeds=[0, 1], methods="none,kd", out="cmp", **FAST)
     assert rec == json.loads(Path("cmp/compare.json").read_text())

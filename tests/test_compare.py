@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import cli_error, make_graph
 
-import mskd.compare
+import mskd.comparison
 from mskd.cli import main
-from mskd.compare import parse_methods, parse_seeds
+from mskd.comparison import parse_methods, parse_seeds
 from mskd.config import ConfigError
 from mskd.plots import attention_axis_limits, score_axis_limits
 from mskd.report import aggregate_rows, compare_csv, compare_markdown, mean_std
@@ -216,21 +216,21 @@ def test_interrupted_compare_resumes_where_it_stopped(tmp_path, monkeypatch, cap
     npz = tmp_path / "tiny.npz"
     np.savez(npz, **make_graph())
     out = tmp_path / "cmp"
-    real = mskd.compare.train_student
+    real = mskd.comparison.train_student
 
     def failing(cfg, *args, **kwargs):
         if cfg.seed == 1 and cfg.distill.method == "kd":
             raise TrainingError("simulated crash")
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(mskd.compare, "train_student", failing)
+    monkeypatch.setattr(mskd.comparison, "train_student", failing)
     assert _compare(npz, out) == 1
     assert not (out / "compare.json").exists()
     assert not (out / "seed1" / "kd" / "results.json").exists()
     before = _mtimes(out)
     assert "seed1/none/results.json" in before and "seed1/teachers.json" in before
 
-    monkeypatch.setattr(mskd.compare, "train_student", real)
+    monkeypatch.setattr(mskd.comparison, "train_student", real)
     assert _compare(npz, out) == 0
     after = _mtimes(out)
     assert all(after[k] == v for k, v in before.items())  # finished cells untouched
@@ -250,13 +250,13 @@ def test_a_resumed_cell_does_not_set_the_eta(finished_compare, tmp_path, monkeyp
         (out / "seed1" / method / "results.json").unlink()
     saved = out / "seed1" / "none" / "student-none.resume"
     saved.write_bytes(b"stands for a saved training state")
-    real = mskd.compare.train_student
+    real = mskd.comparison.train_student
 
     def continuing(cfg, *args, **kwargs):
         saved.unlink(missing_ok=True)  # the real state is not needed to time the cell
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(mskd.compare, "train_student", continuing)
+    monkeypatch.setattr(mskd.comparison, "train_student", continuing)
     capsys.readouterr()
     argv = [a for a in ARGS if a != "--quiet"]
     assert main(["compare", "--dataset", str(npz), "--out", str(out), *argv]) == 0
@@ -272,7 +272,7 @@ def test_a_comparison_saved_before_a_new_setting_existed_still_resumes(finished_
     npz, src = finished_compare
     out = tmp_path / "cmp"
     shutil.copytree(src, out)
-    cfg_path = out / mskd.compare.CONFIG_FILE
+    cfg_path = out / mskd.comparison.CONFIG_FILE
     stored = json.loads(cfg_path.read_text())
     del stored["config"]["scale"]
     cfg_path.write_text(json.dumps(stored))
@@ -290,7 +290,7 @@ def test_processes_with_disjoint_seeds_fill_one_comparison(finished_compare, tmp
 
     npz, ref = finished_compare
     out = tmp_path / "cmp"
-    real = mskd.compare.train_student
+    real = mskd.comparison.train_student
     seen = []
 
     def probing(cfg, *args, **kwargs):
@@ -301,7 +301,7 @@ def test_processes_with_disjoint_seeds_fill_one_comparison(finished_compare, tmp
         seen.append(cfg.seed)
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(mskd.compare, "train_student", probing)
+    monkeypatch.setattr(mskd.comparison, "train_student", probing)
     one_seed = ["--seeds", "1", *ARGS[2:]]
     assert main(["compare", "--dataset", str(npz), "--out", str(out), *one_seed]) == 0
     assert seen == [1, 1]
@@ -312,7 +312,7 @@ def test_processes_with_disjoint_seeds_fill_one_comparison(finished_compare, tmp
     assert "seed1 is in use by another mskd process" in line
     assert (out / "seed0" / "kd" / "results.json").is_file()  # seed 0 was computed before that
     # Every cell is finished now: this call only reads them, and matches a one-process run.
-    monkeypatch.setattr(mskd.compare, "train_student", real)
+    monkeypatch.setattr(mskd.comparison, "train_student", real)
     assert _compare(npz, out) == 0
     rec = json.loads((out / "compare.json").read_text())
     want = json.loads((ref / "compare.json").read_text())

@@ -10,7 +10,7 @@ import pytest
 from conftest import cli_error
 
 from mskd.cli import build_parser, main, resolve_config
-from mskd.compare import cell_config
+from mskd.comparison import cell_config
 from mskd.distill import METHODS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

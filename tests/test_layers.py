@@ -36,7 +36,7 @@ LAYERS = (
     "distill",
     "report",
     "deploy",
-    "compare",
+    "comparison",
     "bench",
     "options",
     "api",

@@ -75,7 +75,7 @@ VALUES = st.one_of(
 )
 
 
-class _Accepted(Exception):
+class _Accepted(BaseException):
     """Raised where a command would start its work: every argument was accepted."""
 
 
