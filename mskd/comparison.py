@@ -169,7 +169,7 @@ def check_settings(out: Path, base: RunConfig, data: GraphDataset, fresh: bool =
     if path.exists() and not fresh:
         try:
             have = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
             raise RunDirError(f"{path} is unreadable ({e}); use another --out") from None
         if isinstance(have, dict) and isinstance(have.get("config"), dict):
             # Through the dataclasses, so settings added since (with their old behaviour as the
@@ -209,7 +209,7 @@ def _cell_row_from_student(rec: dict[str, Any], seed: int) -> dict[str, Any]:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise RunDirError(f"{path} is unreadable ({e}); delete it to recompute that cell") from None
 
 
@@ -257,8 +257,14 @@ def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cach
                 path = _cell_path(out, seed, method)
                 if path.exists() and not fresh:
                     doc = _read_json(path)
-                    cells += (_cell_rows_from_teachers(doc) if method is None
-                              else [_cell_row_from_student(doc, seed)])
+                    try:
+                        cells += (_cell_rows_from_teachers(doc) if method is None
+                                  else [_cell_row_from_student(doc, seed)])
+                    except (KeyError, TypeError, ValueError, AttributeError) as e:
+                        # Valid JSON, but not the record mskd wrote (edited or replaced).
+                        raise RunDirError(
+                            f"{path} is not a finished cell's record ({type(e).__name__}: "
+                            f"{e}); delete it to recompute that cell") from None
                     continue
                 done += 1
                 kind = "teachers" if method is None else "student"

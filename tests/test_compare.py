@@ -212,6 +212,26 @@ def test_rerun_after_deleting_a_cell_recomputes_only_that_cell(finished_compare,
     assert "other settings" in line and "epochs" in line
 
 
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("seed0/kd/results.json", b"{}", "not a finished cell's record"),
+    ("seed0/teachers.json", b"[1]", "not a finished cell's record"),
+    ("seed0/none/results.json", b"\xff\xfe", "unreadable"),
+    ("compare-config.json", b"\xff\xfe", "unreadable"),
+], ids=["cell-empty-object", "teachers-a-list", "cell-not-utf8", "config-not-utf8"])
+def test_a_damaged_cell_file_is_a_one_line_error(finished_compare, tmp_path, capsys, name,
+                                                 content, says) -> None:
+    # Sweep of 2026-12-01: each of these was an internal error (KeyError, TypeError,
+    # UnicodeDecodeError) with exit 1 instead of a usage error naming the file.
+    npz, src = finished_compare
+    out = tmp_path / "cmp"
+    shutil.copytree(src, out)
+    (out / name).write_bytes(content)
+    before = _mtimes(out)
+    line = cli_error(capsys, ["compare", "--dataset", str(npz), "--out", str(out), *ARGS])
+    assert says in line and name in line
+    assert _mtimes(out) == before  # nothing recomputed or replaced
+
+
 def test_interrupted_compare_resumes_where_it_stopped(tmp_path, monkeypatch, capsys) -> None:
     npz = tmp_path / "tiny.npz"
     np.savez(npz, **make_graph())
