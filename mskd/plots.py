@@ -138,11 +138,18 @@ def plot_from(json_path: Path, out: Path | None = None) -> Path:
         rec = json.loads(json_path.read_text())
     except FileNotFoundError:
         raise PlotError(f"file not found: {json_path}") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise PlotError(f"{json_path} is not readable JSON ({e})") from None
     out = Path(out) if out else json_path.with_suffix(".png")
     if isinstance(rec, dict) and "buckets" in rec and "models" in rec:
-        return plot_degree(rec, out)
-    if isinstance(rec, dict) and "rows" in rec and "seeds" in rec:
-        return plot_compare(rec, out)
-    raise PlotError(f"{json_path} is neither a degree.json nor a compare.json record")
+        kind, draw = "degree.json", plot_degree
+    elif isinstance(rec, dict) and "rows" in rec and "seeds" in rec:
+        kind, draw = "compare.json", plot_compare
+    else:
+        raise PlotError(f"{json_path} is neither a degree.json nor a compare.json record")
+    try:
+        return draw(rec, out)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        # The right keys, but not the record mskd wrote (edited by hand, or another program's).
+        raise PlotError(f"{json_path} is not a well-formed {kind} record "
+                        f"({type(e).__name__}: {e})") from None

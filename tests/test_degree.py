@@ -170,6 +170,19 @@ def test_plot_redraws_from_saved_json(degree_run, tmp_path, capsys) -> None:
     assert main(["plot", "--from", str(tmp_path / "missing.json")]) == 2
 
 
+@pytest.mark.parametrize(("content", "says"), [
+    (b'{"buckets": "x", "models": 1}', "not a well-formed degree.json record"),
+    (b'{"rows": [{"a": 1}], "seeds": "z"}', "not a well-formed compare.json record"),
+    (b"\xff\xfe\x00", "not readable JSON"),
+], ids=["degree-keys-wrong-types", "compare-keys-wrong-rows", "not-utf8"])
+def test_plot_of_a_malformed_record_is_a_one_line_error(tmp_path, capsys, content, says) -> None:
+    # Sweep of 2026-12-01: each was an internal error (TypeError, KeyError, UnicodeDecodeError).
+    src = tmp_path / "edited.json"
+    src.write_bytes(content)
+    assert says in cli_error(capsys, ["plot", "--from", str(src)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.json"]  # no PNG
+
+
 def test_degree_needs_a_dataset_or_a_run(capsys, tmp_path) -> None:
     assert main(["degree"]) == 2
     assert "--run" in capsys.readouterr().err
