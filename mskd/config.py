@@ -19,7 +19,9 @@ from typing import Any
 
 from .errors import ConfigError
 
-ARCHS = ("gat", "gcn", "sage")
+# "mlp": a graph-free student (GLNN, Zhang et al., ICLR 2022): per-node linear layers in the same
+# residual layout, trained with the graph only through the distillation losses.
+ARCHS = ("gat", "gcn", "sage", "mlp")
 ACTIVATIONS = ("elu", "relu")
 INPUT_DROPOUTS = ("dense", "sparse")
 
@@ -35,7 +37,7 @@ class ModelConfig:
     """One GNN stack: ``hidden_layers`` hidden message-passing layers plus one output layer.
 
     For GAT a hidden layer has ``heads`` heads of ``hidden`` features (concatenated); the output
-    layer has ``out_heads`` heads that are averaged. GCN and GraphSAGE have no heads: their hidden
+    layer has ``out_heads`` heads that are averaged. GCN, GraphSAGE and MLP have no heads: their hidden
     width is ``hidden * heads`` so a preset can switch architecture at equal width.
     """
 

@@ -198,7 +198,7 @@ class FusedSAGEConv(_Static, SAGEConv):
 def linear_first(conv: nn.Module) -> nn.Module | None:
     """The per-node linear map ``conv`` applies to its input before message passing, if the rest
     of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
-    if isinstance(conv, GCNConv):
+    if isinstance(conv, (GCNConv, GraphFreeLayer)):
         return conv.lin
     if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
         return conv.lin
@@ -216,6 +216,31 @@ def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Te
         conv.lin = lin
 
 
+class GraphFreeLayer(nn.Module):
+    """A per-node linear layer with the message-passing layers' call signature: the MLP
+    student's layer. It ignores ``edge_index`` (an MLP needs no neighbourhood at inference);
+    the graph reaches an MLP student only through structure-preserving losses in training.
+
+    Shapes:
+        x: [N, F], edge_index: [2, E] (unused) -> [N, out_channels]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.lin = nn.Linear(in_channels, out_channels)
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.lin(x)
+
+    def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """The layer given ``h = self.lin(x)``: nothing is left to do."""
+        return h
+
+
 def make_static(model: nn.Module) -> nn.Module:
     """Switch every fused layer of ``model`` to its static-shape form (:class:`_Static`), in
     place; returns ``model``."""
@@ -227,13 +252,15 @@ def make_static(model: nn.Module) -> nn.Module:
 
 def make_conv(arch: str, in_dim: int, out_per_head: int, heads: int, attn_dropout: float,
               impl: str = "fused") -> torch.nn.Module:
-    """One layer of ``arch`` ("gat" | "gcn" | "sage") in implementation ``impl``
-    ("fused" | "pyg"); GCN and SAGE have ``out_per_head * heads`` outputs. Both
-    implementations have the same parameters."""
+    """One layer of ``arch`` ("gat" | "gcn" | "sage" | "mlp") in implementation ``impl``
+    ("fused" | "pyg"); GCN, SAGE and MLP have ``out_per_head * heads`` outputs. Both
+    implementations have the same parameters (an MLP layer is the same in both)."""
     if impl not in CONVS:
         raise ValueError(f"unknown conv implementation {impl!r}; valid: {', '.join(CONVS)}")
     fused = impl == "fused"
     out_dim = out_per_head * heads
+    if arch == "mlp":
+        return GraphFreeLayer(in_dim, out_dim)
     if arch == "gat":
         if fused:
             return FusedGATConv(in_dim, out_per_head, heads=heads, dropout=attn_dropout)

@@ -172,7 +172,7 @@ def test_predict_refuses_other_dataset(tiny_npz, tmp_path, write_npz, capsys) ->
 # --- export --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage", "mlp"])
 def test_torchscript_export_matches_the_model(tiny_npz, tmp_path, capsys, arch) -> None:
     data = load_npz(tiny_npz)
     ckpt = tmp_path / "student.pt"
@@ -224,7 +224,7 @@ def test_onnx_without_the_extra_is_a_clear_error(tiny_npz, tmp_path, capsys,
 
 
 # .ci/run installs the onnx extra, so these run in CI; a machine without it skips them.
-@pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage", "mlp"])
 def test_onnx_export_round_trips_through_onnxruntime(tiny_npz, tmp_path, capsys, arch) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

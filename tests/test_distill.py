@@ -187,3 +187,37 @@ def test_faithful_preset_is_the_authors_code():
     _loss_values(obj, _student(data, layers=2), g, 2)
     assert torch.equal(obj._frozen_weights, frozen)
     assert float(frozen.sum()) == pytest.approx(f.lam, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_an_mlp_student_trains_with_every_method(method):
+    # The graph-free student: the structure terms still reach its weights through the edges.
+    data = _dataset()
+    seed_everything(0)
+    student = GNN(data.num_features, data.num_classes,
+                  dataclasses.replace(SMALL, arch="mlp", hidden_layers=2))
+    obj = Objective(DistillConfig(method=method), data, _teachers(data), student)
+    g = data.splits["train"][0]
+    logits, hidden = student(g.x, g.edge_index)
+    step = Step(logits, hidden, g, 1)
+    for term in obj.terms():
+        student.zero_grad()
+        term.fn(step).backward(retain_graph=True)
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert grads and any(gr.abs().sum() > 0 for gr in grads), term.name
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    fit(student, data, TrainConfig(epochs=2, patience=5), terms=obj.terms(),
+        extra_modules=obj.extra_modules, quiet=True)
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+
+
+def test_an_mlp_student_ignores_the_edges_at_inference():
+    data = _dataset()
+    g = data.splits["train"][0]
+    student = GNN(data.num_features, data.num_classes,
+                  dataclasses.replace(SMALL, arch="mlp", residual=True)).eval()
+    z, hidden = student(g.x, g.edge_index)
+    z_none, _ = student(g.x, g.edge_index[:, :0])
+    assert torch.equal(z, z_none)
+    assert [h.shape[1] for h in hidden] == [SMALL.hidden * SMALL.heads] * SMALL.hidden_layers
+    torch.testing.assert_close(student.layerwise(g.x, g.edge_index, chunk_size=7)[0], z)
