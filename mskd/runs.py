@@ -63,6 +63,9 @@ def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); the file it becomes gets the mode any new file
+        # gets (0666 less the umask), so others sharing a run directory can read the results.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -70,10 +73,17 @@ def _atomic(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
-            # A full disk fails in write/fsync, whose errors name no file: name the one we lost.
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):
+            # A full disk fails in write/fsync, whose errors name no file, and a rename onto a
+            # directory names the temporary file, which is gone: name the file we meant to write.
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -99,6 +109,8 @@ _REQUIRED = ("kind", "model_config", "state_dict", "in_channels", "out_channels"
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`; any problem is a CheckpointError."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory, not a checkpoint file")
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
@@ -108,6 +120,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = _quiet_load(p)
     except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, wrong format
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        if msg.startswith("Weights only load failed"):
+            # torch's text goes on to advise loading with weights_only=False, i.e. running
+            # whatever code the file holds: never advice to give about an unknown file.
+            msg = "not a file of tensors and plain data (mskd never unpickles anything else)"
         raise CheckpointError(f"corrupt or unreadable checkpoint {p}: {msg}") from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise CheckpointError(f"{p} is not an mskd checkpoint (missing fields)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from datetime import datetime
 
 import pytest
@@ -180,6 +182,31 @@ def test_successful_writes_leave_no_temp_files(tmp_path) -> None:
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["a"], torch.zeros(2))
 
 
+def test_written_files_get_the_mode_of_any_new_file(tmp_path) -> None:
+    # Sweep of 2026-12-01: files went through mkstemp and stayed 0600, unreadable to others
+    # sharing a run directory, whatever the umask.
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "a.pt", {"a": torch.ones(2)})
+        write_json(tmp_path / "r.json", {"x": 1})
+        os.umask(0o077)
+        write_text(tmp_path / "private.csv", "a\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.csv").stat().st_mode) == 0o600
+
+
+def test_a_directory_at_the_target_is_named_not_the_temporary_file(tmp_path) -> None:
+    # Sweep of 2026-12-01: the error named ".student-mskd.pt.XXXX.tmp", a file already removed.
+    (tmp_path / "student.pt").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        save_checkpoint(tmp_path / "student.pt", {"a": torch.ones(2)})
+    assert info.value.filename == str(tmp_path / "student.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["student.pt"]
+
+
 @pytest.mark.parametrize(
     "write",
     [lambda p: write_json(p, {"x": 1}), lambda p: write_text(p, "a,b\n"),
@@ -242,6 +269,18 @@ def test_not_an_mskd_checkpoint(tmp_path) -> None:
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match="not an mskd checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_that_is_a_directory_or_json_says_so(tmp_path) -> None:
+    # Sweep of 2026-12-01: a directory was "not found"; a JSON file got torch's advice to load
+    # it with weights_only=False, i.e. to run whatever code it holds.
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
+        load_checkpoint(tmp_path)
+    path = tmp_path / "results.json"
+    path.write_text('{"student": {"test": 0.5}}\n')
+    with pytest.raises(CheckpointError, match="not a file of tensors") as info:
+        load_checkpoint(path)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_checkpoint_not_found(tmp_path) -> None:
