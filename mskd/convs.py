@@ -1,4 +1,5 @@
-"""GAT, GCN and GraphSAGE layers whose aggregation is a sparse-dense product (:mod:`mskd.sparse`).
+"""GAT, GCN and GraphSAGE layers whose aggregation is a sparse-dense product (:mod:`mskd.sparse`),
+and the MLP student's graph-free layer.
 
 Each is a subclass of the PyG layer it replaces and computes exactly its math, so parameter
 names, shapes and initialisation are PyG's own and every checkpoint loads into either
@@ -10,6 +11,8 @@ Only the forms mskd builds are covered: GAT with concatenated heads and self loo
 features and no built-in residual; GCN with self loops, no edge weights; SAGE with mean
 aggregation, root weight, no normalisation or projection. Graphs are square (one node set):
 full graphs, batches of graphs, sampled subgraphs and layer-wise chunks all are.
+
+Each fused layer also has a static-shape form (:func:`make_static`) for ONNX export.
 """
 
 from __future__ import annotations
@@ -130,7 +133,6 @@ class FusedGATConv(_Static, GATConv):
         return out
 
 
-
 class FusedGCNConv(_Static, GCNConv):
     """:class:`torch_geometric.nn.GCNConv` (self loops, symmetric normalisation) as
     ``D^-1/2 (A + I) D^-1/2 (x W) + b`` with a sparse product.
@@ -195,27 +197,6 @@ class FusedSAGEConv(_Static, SAGEConv):
         return out + self.lin_r(x)
 
 
-def linear_first(conv: nn.Module) -> nn.Module | None:
-    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
-    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual)."""
-    if isinstance(conv, (GCNConv, GraphFreeLayer)):
-        return conv.lin
-    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
-        return conv.lin
-    return None
-
-
-def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Tensor) -> Tensor:
-    """``conv(x, edge_index)`` given ``h = lin(x)``, where ``lin = linear_first(conv)``."""
-    if hasattr(conv, "forward_projected"):
-        return conv.forward_projected(h, edge_index)
-    conv.lin = nn.Identity()
-    try:
-        return conv(h, edge_index)
-    finally:
-        conv.lin = lin
-
-
 class GraphFreeLayer(nn.Module):
     """A per-node linear layer with the message-passing layers' call signature: the MLP
     student's layer. It ignores ``edge_index`` (an MLP needs no neighbourhood at inference);
@@ -239,6 +220,28 @@ class GraphFreeLayer(nn.Module):
     def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
         """The layer given ``h = self.lin(x)``: nothing is left to do."""
         return h
+
+
+def linear_first(conv: nn.Module) -> nn.Module | None:
+    """The per-node linear map ``conv`` applies to its input before message passing, if the rest
+    of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual; the
+    graph-free layer)."""
+    if isinstance(conv, (GCNConv, GraphFreeLayer)):
+        return conv.lin
+    if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
+        return conv.lin
+    return None
+
+
+def conv_on_projected(conv: nn.Module, lin: nn.Module, h: Tensor, edge_index: Tensor) -> Tensor:
+    """``conv(x, edge_index)`` given ``h = lin(x)``, where ``lin = linear_first(conv)``."""
+    if hasattr(conv, "forward_projected"):
+        return conv.forward_projected(h, edge_index)
+    conv.lin = nn.Identity()
+    try:
+        return conv(h, edge_index)
+    finally:
+        conv.lin = lin
 
 
 def make_static(model: nn.Module) -> nn.Module:

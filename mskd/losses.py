@@ -212,8 +212,8 @@ def with_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
     return edge_index
 
 
-# Floats of one gathered [chunk, F] block in :func:`edge_kernel`: 4M (16 MB in float32) keeps a
-# chunk cache-friendly-sized while each call is still large enough to run at full speed.
+# Floats of one gathered [chunk, F] block in :func:`edge_kernel`: 4M (16 MB in float32) bounds
+# the temporary memory of a chunk while keeping the number of Python-level chunk steps small.
 EDGE_CHUNK_FLOATS = 1 << 22
 
 # Per-kernel gradients for :func:`edge_kernel`'s backward pass: ``(x_j, x_i, k, g, params) ->
@@ -331,8 +331,8 @@ def edge_kernel(h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: Ker
                 chunk: int | None = None) -> Tensor:
     """``kernel(h[src], h[dst], params)`` without keeping an [E, F] tensor alive: the edges are
     processed in chunks of ``chunk`` (default: ``EDGE_CHUNK_FLOATS / F``), and when ``h`` needs a
-    gradient the backward pass recomputes each chunk, so memory kept for the backward pass is
-    ``h`` and the edge index only. Works for any kernel of :data:`KERNELS` or a callable of the
+    gradient the backward pass gathers each chunk's endpoints again, so what is kept for the
+    backward pass is ``h``, the edge index and the [E] kernel values. Works for any kernel of :data:`KERNELS` or a callable of the
     same form.
 
     Shapes:

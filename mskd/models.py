@@ -1,4 +1,4 @@
-"""GNN stacks (GAT, GCN, GraphSAGE) that return ``(logits, hidden)``.
+"""GNN stacks (GAT, GCN, GraphSAGE, and the graph-free MLP) that return ``(logits, hidden)``.
 
 ``hidden`` is the list of per-layer hidden node representations, taken after the residual and
 before the activation (heads concatenated): what the structure-preserving losses compare.
@@ -37,6 +37,7 @@ def set_default_conv(impl: str) -> None:
 
 
 def default_conv() -> str:
+    """The implementation models get when none is named ("fused" unless set otherwise)."""
     return _default_conv
 
 _ACTIVATIONS = {"elu": F.elu, "relu": F.relu}

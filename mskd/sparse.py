@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -38,9 +39,10 @@ warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitl
 class Blocks:
     """The CSR structure of ``A`` and ``A^T`` for one number of heads.
 
-    ``A`` has ``N * heads`` rows; position ``k`` of its values holds the coefficient of edge
-    ``edge[k]`` in head ``head[k]`` (edges numbered as in :class:`Adjacency`). ``t_order`` puts
-    ``A``'s values into ``A^T``'s order.
+    ``A`` has ``N * heads`` rows (row ``v * heads + k``: node v's in-edges in head k); position
+    ``p`` of its values holds entry ``value_index[p]`` of a row-major [E, heads] coefficient
+    tensor (edges numbered as in :class:`Adjacency`). ``t_order`` puts ``A``'s values into
+    ``A^T``'s order.
     """
 
     crow: Tensor
@@ -106,7 +108,8 @@ def _build_blocks(src: Tensor, dst: Tensor, n: int, heads: int) -> Blocks:
 _seen: dict[tuple, tuple[weakref.ref, int, Adjacency]] = {}
 
 
-def adjacency(edge_index: Tensor, num_nodes: int, kind: str, build) -> Adjacency:
+def adjacency(edge_index: Tensor, num_nodes: int, kind: str,
+              build: Callable[[Tensor, int], Adjacency]) -> Adjacency:
     """The :class:`Adjacency` that ``build(edge_index, num_nodes)`` makes, kept per edge-index
     tensor (and ``kind``: GAT, GCN and SAGE normalise self loops differently) while that tensor is
     alive and unmodified."""
