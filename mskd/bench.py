@@ -16,6 +16,10 @@ machine where the absolute seconds are not. What is measured:
 
 Teachers are freshly initialised unless a directory of trained ones is given: timing does not
 depend on the weights, only on the architecture and the graph.
+
+:func:`compare_convs` (``--conv pyg,fused``) times message-passing implementations against each
+other instead: every figure in a fresh child process (``python -m mskd.bench``, one job as JSON
+on stdin), so each figure has its own peak RSS, the implementations alternating round by round.
 """
 
 from __future__ import annotations
