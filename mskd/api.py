@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .config import ConfigError, RunConfig
 from .data import GraphDataset, load_dataset
-from .errors import RunDirError, UsageError
+from .errors import MskdError, RunDirError, UsageError
 from .models import set_default_conv
 from .options import build_parser, resolve_config
 from .runs import (
@@ -51,6 +52,11 @@ def run(dataset: str, *, out: str | Path, **options: Any) -> dict:
             message the CLI prints).
     """
     done = run_args(parse("run", dataset=dataset, out=out, **options))
+    if isinstance(done, int):  # --nproc N: the workers wrote it
+        if done != 0:
+            raise MskdError(f"the {options.get('nproc')} processes of the run failed (exit code "
+                            f"{done}); their error is above")
+        return _written(Path(out) / "results.json")
     return _written(done.out / "results.json")
 
 
@@ -107,15 +113,17 @@ class RunOutcome:
     teachers: list[TrainedModel]
     student: TrainedModel
     details: dict
+    processes: int = 1
 
 
-def run_args(args: argparse.Namespace) -> RunOutcome:
-    """``mskd run`` / ``mskd distill`` in one process, on parsed arguments."""
+def run_args(args: argparse.Namespace) -> RunOutcome | int:
+    """``mskd run`` / ``mskd distill`` on parsed arguments. With ``--nproc N`` (or under
+    torchrun) see :func:`run_distributed`."""
     from .distill import train_student
-    from .report import results_record
-    from .teachers import train_or_load_teachers
     from .train import resolve_device
 
+    if getattr(args, "nproc", 1) != 1 or distributed.launched():
+        return run_distributed(args)
     t0 = time.perf_counter()
     cfg = resolve_config(args)
     device = resolve_device(args.device)
@@ -123,20 +131,91 @@ def run_args(args: argparse.Namespace) -> RunOutcome:
     out, teacher_dir = prepare_out(args, data.name)
     log = stderr_log(args.quiet)
     with RunLock(out, log=log):
-        check_interrupted(out, cfg, args.force)
-        write_json(out / "config.json", cfg.to_dict())
-        # --force starts over the teachers of this run, never those of a --teachers DIR.
-        own_teachers = args.force and not args.teachers
-        teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, log,
-                                          args.checkpoint_every, fresh=own_teachers)
+        teachers = _start(args, cfg, data, out, teacher_dir, device, args.quiet, log)
         student, details = train_student(cfg, data, teachers, out, device, args.quiet,
                                          teacher_cache=not args.no_teacher_cache,
                                          checkpoint_every=args.checkpoint_every,
                                          fresh=args.force, log=log)
-        rec = results_record(cfg, data, teachers, student, details, str(device),
-                             time.perf_counter() - t0)
-        write_json(out / "results.json", rec)
+        rec = _finish(cfg, data, teachers, student, details, device, out, t0)
     return RunOutcome(rec, out, teachers, student, details)
+
+
+def run_distributed(args: argparse.Namespace) -> RunOutcome | int:
+    """:func:`run_args` as one rank of a torchrun launch, or, with ``--nproc N`` outside one,
+    the launch itself (then its exit code: the workers have reported any error).
+
+    Rank 0 prepares the run directory and trains or checks the teachers while the other ranks
+    wait; then every rank loads them and trains its shard of the student's seeds under DDP; rank
+    0 alone writes checkpoints and results.
+    """
+    from .distill import train_student
+    from .teachers import load_trained_teachers
+    from .train import resolve_device
+
+    t0 = time.perf_counter()
+    cfg = resolve_config(args)
+    if cfg.scale.sampler != "neighbor":
+        raise UsageError("several processes train with mini-batches: add --sampler neighbor")
+    if not distributed.launched():
+        return distributed.launch(args.nproc, args.argv)
+    device = resolve_device(args.device)
+    distributed.setup(device)
+    try:
+        main = distributed.is_main()
+        quiet = args.quiet or not main
+        log = stderr_log(quiet)
+        # Each step's failure is agreed between the ranks (raised on all, printed by rank 0), so
+        # no rank is left waiting in a collective for one that has stopped.
+        data = distributed.on_every_rank(
+            lambda: load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed))
+        log(data.summary())
+        out, teacher_dir = distributed.from_main(lambda: prepare_out(args, data.name))
+        lock = RunLock(out, log=log)  # taken and held by rank 0 only
+        trained: list = []
+
+        def start() -> None:
+            lock.acquire()
+            trained.extend(_start(args, cfg, data, out, teacher_dir, device, quiet, log))
+
+        try:
+            distributed.from_main(start)
+            teachers = distributed.on_every_rank(
+                lambda: trained if main else load_trained_teachers(cfg, data, teacher_dir, device))
+            student, details = train_student(cfg, data, teachers, out, device, quiet,
+                                             checkpoint_every=args.checkpoint_every,
+                                             fresh=args.force, log=log)
+            rec = distributed.from_main(
+                lambda: _finish(cfg, data, teachers, student, details, device, out, t0))
+        finally:
+            lock.release()
+        return RunOutcome(rec, out, teachers, student, details, distributed.world())
+    finally:
+        distributed.shutdown()
+
+
+def _start(args: argparse.Namespace, cfg: RunConfig, data: GraphDataset, out: Path,
+           teacher_dir: Path, device: torch.device, quiet: bool,
+           log: Callable[[str], None]) -> list[TrainedModel]:
+    """A run's first steps in its locked directory: refuse to resume one with other settings,
+    record the config, train or reuse the teachers."""
+    from .teachers import train_or_load_teachers
+
+    check_interrupted(out, cfg, args.force)
+    write_json(out / "config.json", cfg.to_dict())
+    # --force starts over the teachers of this run, never those of a --teachers DIR.
+    return train_or_load_teachers(cfg, data, teacher_dir, device, quiet, log,
+                                  args.checkpoint_every, fresh=args.force and not args.teachers)
+
+
+def _finish(cfg: RunConfig, data: GraphDataset, teachers: list[TrainedModel],
+            student: TrainedModel, details: dict, device: torch.device, out: Path,
+            t0: float) -> dict:
+    from .report import results_record
+
+    rec = results_record(cfg, data, teachers, student, details, str(device),
+                         time.perf_counter() - t0)
+    write_json(out / "results.json", rec)
+    return rec
 
 
 def stderr_log(quiet: bool) -> Callable[[str], None]:

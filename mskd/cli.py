@@ -20,7 +20,6 @@ from pathlib import Path
 
 from . import distributed
 from .api import (
-    check_interrupted,
     compare_args,
     load_data,
     prepare_out,
@@ -33,7 +32,7 @@ from .data import DATASETS, load_dataset
 from .distill import METHODS
 from .errors import MskdError, RunDirError, UsageError
 from .options import build_parser, resolve_config
-from .runs import RunLock, load_checkpoint, write_json, write_text
+from .runs import load_checkpoint, write_json, write_text
 from .train import TrainingError
 
 EXIT_USAGE = 2
@@ -73,9 +72,11 @@ def _metric(data) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from .report import format_table, model_row
 
-    if getattr(args, "nproc", 1) != 1 or distributed.launched():
-        return _run_distributed(args)
     done = run_args(args)
+    if isinstance(done, int):  # the launcher of --nproc N: the workers have printed
+        return done
+    if not distributed.reporting():
+        return 0
     rows = [model_row(t) for t in done.teachers] + [model_row(done.student)]
     print(format_table(rows, done.record["metric"]))
     details = done.details
@@ -83,75 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         weights = ", ".join(f"{n}={w:.3f}" for n, w in zip(details["teachers_used"],
                                                            details["mean_attention"]))
         print(f"mean teacher weights: {weights}")
-    print(f"results in {done.out / 'results.json'}")
+    processes = f" ({done.processes} processes)" if done.processes > 1 else ""
+    print(f"results in {done.out / 'results.json'}{processes}")
     return 0
-
-
-def _run_distributed(args: argparse.Namespace) -> int:
-    """``cmd_run`` as one rank of a torchrun launch (or, with ``--nproc N``, the launch itself).
-
-    Rank 0 prepares the run directory and trains or checks the teachers while the other ranks
-    wait; then every rank loads them and trains its shard of the student's seeds under DDP; rank
-    0 alone writes checkpoints and results.
-    """
-    from .distill import train_student
-    from .report import format_table, model_row, results_record
-    from .teachers import load_trained_teachers, train_or_load_teachers
-    from .train import resolve_device
-
-    t0 = time.perf_counter()
-    cfg = resolve_config(args)
-    if cfg.scale.sampler != "neighbor":
-        raise CliError("several processes train with mini-batches: add --sampler neighbor")
-    if not distributed.launched():
-        return distributed.launch(args.nproc, args.argv)
-    device = resolve_device(args.device)
-    distributed.setup(device)
-    try:
-        main = distributed.is_main()
-        quiet = args.quiet or not main
-        log = stderr_log(quiet)
-        # Each step's failure is agreed between the ranks (raised on all, printed by rank 0), so
-        # no rank is left waiting in a collective for one that has stopped.
-        data = distributed.on_every_rank(
-            lambda: load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed))
-        log(data.summary())
-        out, teacher_dir = distributed.from_main(lambda: prepare_out(args, data.name))
-        lock = RunLock(out, log=log)  # taken and held by rank 0 only
-        trained: list = []
-
-        def start() -> None:
-            lock.acquire()
-            check_interrupted(out, cfg, args.force)
-            write_json(out / "config.json", cfg.to_dict())
-            trained.extend(train_or_load_teachers(cfg, data, teacher_dir, device, quiet, log,
-                                                  args.checkpoint_every,
-                                                  fresh=args.force and not args.teachers))
-
-        try:
-            distributed.from_main(start)
-            teachers = distributed.on_every_rank(
-                lambda: trained if main else load_trained_teachers(cfg, data, teacher_dir, device))
-            student, details = train_student(cfg, data, teachers, out, device, quiet,
-                                             checkpoint_every=args.checkpoint_every,
-                                             fresh=args.force, log=log)
-
-            def finish() -> dict:
-                rec = results_record(cfg, data, teachers, student, details, str(device),
-                                     time.perf_counter() - t0)
-                write_json(out / "results.json", rec)
-                return rec
-
-            rec = distributed.from_main(finish)
-        finally:
-            lock.release()
-        if main:
-            print(format_table([model_row(t) for t in teachers] + [model_row(student)],
-                               rec["metric"]))
-            print(f"results in {out / 'results.json'} ({distributed.world()} processes)")
-        return 0
-    finally:
-        distributed.shutdown()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
