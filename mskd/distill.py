@@ -296,6 +296,11 @@ class TeacherOutputs:
                     if t["logits"].shape[0] != g.num_nodes:
                         raise ValueError(f"graph {int(g.gid)} has {g.num_nodes} nodes, cache "
                                          f"{t['logits'].shape[0]}")
+                    if any(v is not None and v.is_floating_point() and not bool(v.isfinite().all())
+                           for v in t.values()):
+                        # Damaged or edited: recomputed rather than trusted (a NaN here stopped
+                        # the student with "loss term is nan", blaming the training).
+                        raise ValueError(f"graph {int(g.gid)} holds non-finite outputs")
                     views.append(TeacherView(**t))
                 if len(views) != len(self.models):
                     raise ValueError(f"{len(views)} teachers cached, {len(self.models)} wanted")

@@ -173,6 +173,21 @@ def test_malformed_content_is_rebuilt(setup, run_cfg) -> None:
     assert logs[0].startswith("teacher cache stale: malformed content")
 
 
+def test_non_finite_cached_outputs_are_rebuilt(setup, run_cfg) -> None:
+    # Sweep of 2026-12-01: a cache file edited to hold NaN was trusted; the student then stopped
+    # with "loss term 'lsp' is nan" (exit 1), blaming training for a damaged file.
+    data, teacher_dir, teachers = setup
+    first, _ = _objective(data, teachers, run_cfg)
+    path = teacher_dir / "cache" / "outputs-t1-2-l1.pt"
+    payload = torch.load(path, weights_only=True)
+    payload["graphs"][0][1]["logits"][3, 0] = float("nan")
+    torch.save(payload, path)
+    obj, logs = _objective(data, teachers, run_cfg)
+    assert obj.outputs.source == "computed"
+    assert logs[0].startswith("teacher cache stale: malformed content (graph 0 holds non-finite")
+    assert _losses(obj, data, run_cfg) == _losses(first, data, run_cfg)
+
+
 def test_single_teacher_method_has_its_own_file(setup, run_cfg) -> None:
     data, teacher_dir, teachers = setup
     _objective(data, teachers, run_cfg)
