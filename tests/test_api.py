@@ -96,3 +96,19 @@ def test_bad_options_raise_the_cli_message(tiny_npz: Path, capsys: pytest.Captur
 def test_missing_data_is_an_mskd_error(tmp_path: Path):
     with pytest.raises(mskd.MskdError, match="not found"):
         mskd.run("cora", out="api", data_root=str(tmp_path / "empty"), **FAST)
+
+
+@pytest.mark.slow
+def test_run_with_nproc_launches_the_workers(tiny_npz: Path, tmp_path: Path):
+    code = (
+        f"import mskd; rec = mskd.run({str(tiny_npz)!r}, out='run', epochs=2, "
+        "teacher_depths=(1,), sampler='neighbor', fanout=(4,), batch_size=32, device='cpu', "
+        "quiet=True, nproc=2); print(rec['student']['scale']['processes'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, check=False, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(README.parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "2"
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["student"]["scale"][
+        "processes"] == 2
