@@ -13,7 +13,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from .config import INPUT_DROPOUTS, SEED_MAX, RunConfig, preset, with_depths
+from .config import ARCHS, INPUT_DROPOUTS, SEED_MAX, RunConfig, preset, with_depths
 from .convs import CONVS
 from .data import canonical_name
 from .distill import METHODS
@@ -173,6 +173,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="hidden layers of each teacher (default 1,2,3)")
     t.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default gat)")
+    t.add_argument("--student-arch", choices=ARCHS, default=None,
+                   help="architecture of the student only, after --arch: gat, gcn, sage, or mlp "
+                        "(a graph-free student: no edges at inference; the structure terms still "
+                        "use them in training)")
     t.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
                    help="first-layer dropout of teachers and student: dense, or sparse (over the "
                         "non-zero features only; same distribution, faster on sparse features, "
@@ -387,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden layers of each teacher (default: the preset's, 1,2,3)")
     p.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default: the preset's, gat)")
+    p.add_argument("--student-arch", choices=ARCHS, default=None,
+                   help="architecture of the student only, after --arch: gat, gcn, sage, or mlp "
+                        "(a graph-free student: no edges at inference; the structure terms still "
+                        "use them in training)")
     p.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
                    help="first-layer dropout of teachers and student, dense or sparse "
                         "(default: the preset's)")
@@ -465,6 +473,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if model_over:
         teachers = tuple(dataclasses.replace(t, **model_over) for t in teachers)
         cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **model_over))
+    if getattr(args, "student_arch", None):
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student,
+                                                                   arch=args.student_arch))
     if args.teacher_depths:
         teachers = with_depths(teachers[0], args.teacher_depths)
     cfg = dataclasses.replace(cfg, teachers=teachers)

@@ -116,3 +116,16 @@ def test_cora_mskd_short_schedule_learns(tmp_path, capsys):
     assert last < 0.9 * first
     assert s["test"] > 0.6
     assert len(s["mean_attention"]) == 3 and sum(s["mean_attention"]) == pytest.approx(1.0)
+
+
+def test_student_arch_changes_the_student_only(tiny_npz, tmp_path):
+    out = tmp_path / "mlp"
+    assert main(["distill", "--dataset", str(tiny_npz), "--method", "mskd", "--student-arch",
+                 "mlp", "--teacher-depths", "1,2", "--epochs", "3", "--patience", "3", "--out",
+                 str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["student"]["arch"] == "mlp"
+    assert {t["arch"] for t in config["teachers"]} == {"gat"}
+    res = json.loads((out / "results.json").read_text())
+    assert res["student"]["method"] == "mskd"
+    assert res["student"]["params"] < min(t["params"] for t in res["teachers"])
