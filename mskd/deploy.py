@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .convs import make_static
 from .data import GraphDataset
 from .models import GNN
-from .runs import write_bytes, write_text
+from .runs import new_file_mode, write_bytes, write_text
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".torchscript", "onnx": ".onnx"}
@@ -219,7 +219,10 @@ def export_onnx(model: GNN, path: Path) -> None:
     # Written beside the target and renamed over it: a failed export leaves no partial file. A
     # fresh name (mkstemp creates it exclusively), never a fixed one, where a planted symbolic
     # link would redirect the write.
+    # Its folder is made as for every other file mskd writes; the file gets a new file's mode.
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, new_file_mode())
     os.close(fd)
     tmp = Path(name)
     try:

@@ -65,7 +65,7 @@ def _atomic(path: Path, write) -> None:
     try:
         # mkstemp makes the file private (0600); the file it becomes gets the mode any new file
         # gets (0666 less the umask), so others sharing a run directory can read the results.
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -80,10 +80,11 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def _umask() -> int:
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (mkstemp's files are 0600)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def write_json(path: Path, obj: Any) -> None:

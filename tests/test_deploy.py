@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from mskd.cli import main
 from mskd.config import ModelConfig, TrainConfig
 from mskd.data import load_dataset, load_npz
 from mskd.models import GNN
-from mskd.runs import save_checkpoint
+from mskd.runs import new_file_mode, save_checkpoint
 from mskd.teachers import checkpoint_payload
 from mskd.train import FitResult, seed_everything
 
@@ -232,10 +233,12 @@ def test_onnx_export_round_trips_through_onnxruntime(tiny_npz, tmp_path, capsys,
     ckpt = tmp_path / "student.pt"
     cfg = dataclasses.replace(SMALL, arch=arch, hidden_layers=2, residual=True)
     model = _checkpoint(data, ckpt, cfg)
-    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx"]) == 0
-    out = tmp_path / "student.onnx"
+    # Into a folder not made yet (sweep of 2026-12-01: the error named the temporary file).
+    out = tmp_path / "models" / "student.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    assert stat.S_IMODE(out.stat().st_mode) == new_file_mode()  # not mkstemp's 0600
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     g = data.splits["test"][0]
     # The whole graph, and a subgraph of another size with self loops and a duplicate edge.
