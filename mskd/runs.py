@@ -329,6 +329,11 @@ def move_aside(directory: Path) -> Path | None:
     directory = Path(directory).resolve()
     if not any((directory / m).is_file() for m in RUN_MARKERS):
         return None
+    if directory.name == "teachers" and (directory.parent / "results.json").is_file():
+        # A run was made in the teachers folder of a finished run: moving it aside would take
+        # the finished run's teacher checkpoints from under its results.json.
+        raise RunDirError(f"--force cannot move {directory} aside: it holds the teachers of the "
+                          f"finished run {directory.parent}; use another --out")
     cwd = Path.cwd().resolve()
     if cwd == directory or directory in cwd.parents:
         # The process would go on working in the moved directory: "." now names the old run.

@@ -389,6 +389,21 @@ def test_teachers_force_never_replaces_a_finished_runs_teachers(tiny_npz, tmp_pa
                    "with mskd run --force")
 
 
+def test_force_never_moves_a_finished_runs_teachers_aside(tiny_npz, tmp_path, capsys):
+    # Sweep of 2026-12-01: `mskd distill --out RUN/teachers` (accepted: nothing there is a run)
+    # then the same with --force renamed RUN/teachers to RUN/teachers.replaced-*, taking the
+    # finished run's teacher checkpoints from under its results.json.
+    run = tmp_path / "run"
+    assert _distill(tiny_npz, run) == 0
+    assert _distill(tiny_npz, run / "teachers") == 0
+    before = _tree(run)
+    msg = cli_error(capsys, ["distill", "--dataset", str(tiny_npz), "--teacher-depths", "1",
+                             "--epochs", "1", "--quiet", "--device", "cpu",
+                             "--out", str(run / "teachers"), "--force"])
+    assert "holds the teachers of the finished run" in msg
+    assert _tree(run) == before and not list(run.glob("teachers.replaced-*"))
+
+
 def test_a_run_in_use_is_not_moved_aside(tmp_path):
     run = tmp_path / "run"
     (run / "teachers").mkdir(parents=True)
