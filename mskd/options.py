@@ -169,15 +169,20 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="stop after this many epochs without a better validation score")
     t.add_argument("--lr", type=_real_range(0.0, LR_MAX, low_open=True), default=None,
                    help=f"Adam learning rate, in (0, {LR_MAX:g}]")
-    t.add_argument("--teacher-depths", type=_depths, default=None, metavar="L1,L2,...",
-                   help="hidden layers of each teacher (default 1,2,3)")
-    t.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
-                   help="architecture of teachers and student (default gat)")
-    t.add_argument("--student-arch", choices=ARCHS, default=None,
+    _add_model_args(t)
+
+
+def _add_model_args(g) -> None:
+    """The architecture overrides of the preset (run, distill, teachers, compare and bench)."""
+    g.add_argument("--teacher-depths", type=_depths, default=None, metavar="L1,L2,...",
+                   help="hidden layers of each teacher (default: the preset's, 1,2,3)")
+    g.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
+                   help="architecture of teachers and student (default: the preset's, gat)")
+    g.add_argument("--student-arch", choices=ARCHS, default=None,
                    help="architecture of the student only, after --arch: gat, gcn, sage, or mlp "
                         "(a graph-free student: no edges at inference; the structure terms still "
                         "use them in training)")
-    t.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
+    g.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
                    help="first-layer dropout of teachers and student: dense, or sparse (over the "
                         "non-zero features only; same distribution, faster on sparse features, "
                         "another random stream); default: the preset's")
@@ -387,17 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--teachers", default=None, metavar="DIR",
                    help="time the trained teachers DIR/teacher-L.pt instead of fresh ones")
-    p.add_argument("--teacher-depths", type=_depths, default=None, metavar="L1,L2,...",
-                   help="hidden layers of each teacher (default: the preset's, 1,2,3)")
-    p.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
-                   help="architecture of teachers and student (default: the preset's, gat)")
-    p.add_argument("--student-arch", choices=ARCHS, default=None,
-                   help="architecture of the student only, after --arch: gat, gcn, sage, or mlp "
-                        "(a graph-free student: no edges at inference; the structure terms still "
-                        "use them in training)")
-    p.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
-                   help="first-layer dropout of teachers and student, dense or sparse "
-                        "(default: the preset's)")
+    _add_model_args(p)
     p.add_argument("--epochs", type=_count, default=3,
                    help="timed student epochs per mode (plain, uncached, cached; default 3)")
     p.add_argument("--teacher-epochs", type=_count, default=1,
