@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "traced (PyG's GATConv does not compile with torch.jit.script "
                                    "in PyG 2.8), checked against the original on a second graph "
                                    "of another size; metadata in the file as mskd.json. onnx: "
-                                   "needs the onnx and onnxscript packages.")
+                                   "exports every architecture, checked with onnxruntime; needs the "
+                                   "onnx extra (pip install -e \".[onnx]\").")
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="a .pt checkpoint")
     p.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"),
                    help="torchscript (default) or onnx")
