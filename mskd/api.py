@@ -226,8 +226,6 @@ def stderr_log(quiet: bool) -> Callable[[str], None]:
     return log
 
 
-
-
 def prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Path]:
     """The run directory and teacher directory of ``args``, created; a finished run is refused
     unless ``--force`` moves it aside first."""

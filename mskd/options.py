@@ -299,21 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("run", help="train (or reuse) teachers, distil the student, evaluate, report",
-                       description="End to end: teachers of several depths, then the student, "
-                                   "then results.json and a table.")
-    _add_data_args(p)
-    _add_common_args(p)
-    _add_distill_args(p, "mskd")
-    _add_scale_args(p, nproc=True)
-
-    p = sub.add_parser("distill", help="distil a student with one method (teachers trained if missing)",
-                       description="Train the student with --method; teachers are reused from "
-                                   "--teachers (or OUT/teachers) or trained first.")
-    _add_data_args(p)
-    _add_common_args(p)
-    _add_distill_args(p, "mskd")
-    _add_scale_args(p, nproc=True)
+    # run and distill take the same flags; they differ in what their help says they are for.
+    for name, help_, description in (
+        ("run", "train (or reuse) teachers, distil the student, evaluate, report",
+         ("End to end: teachers of several depths, then the student, then results.json and a "
+          "table.")),
+        ("distill", "distil a student with one method (teachers trained if missing)",
+         ("Train the student with --method; teachers are reused from --teachers (or "
+          "OUT/teachers) or trained first.")),
+    ):
+        p = sub.add_parser(name, help=help_, description=description)
+        _add_data_args(p)
+        _add_common_args(p)
+        _add_distill_args(p, "mskd")
+        _add_scale_args(p, nproc=True)
 
     p = sub.add_parser("teachers", help="train or reuse the teachers only",
                        description="Train one teacher per depth into OUT/teachers (or --teachers).")
