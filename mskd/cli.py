@@ -30,7 +30,7 @@ from .api import (
 from .config import RunConfig
 from .data import DATASETS, load_dataset
 from .distill import METHODS
-from .errors import MskdError, RunDirError, UsageError
+from .errors import CheckpointError, MskdError, RunDirError, UsageError
 from .options import build_parser, resolve_config
 from .runs import load_checkpoint, write_json, write_text
 from .train import TrainingError
@@ -210,10 +210,10 @@ def _refuse_existing(path: str | None, flag: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import metric_name
+    from .evaluate import evaluate_split, metric_name
     from .models import count_parameters
     from .teachers import check_compatible, model_from_checkpoint
-    from .train import evaluate_split, resolve_device
+    from .train import resolve_device
 
     _refuse_existing(args.json, "--json")
     device = resolve_device(args.device)
@@ -299,6 +299,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_task(payload: dict, path: Path) -> str:
+    from .evaluate import METRICS
+
+    task = payload.get("task")
+    if task not in METRICS:
+        raise CheckpointError(f"{path} names no known task ({task!r}); it is not an mskd "
+                              "checkpoint")
+    return task
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import ExportError, default_out, export_onnx, export_torchscript, onnx_unavailable
 
@@ -312,7 +322,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                         "model_config", "mskd_version", "fingerprint")}
     try:
         if args.format == "onnx":
-            export_onnx(model, out)
+            export_onnx(model, out, _checkpoint_task(payload, path))
         else:
             export_torchscript(model, out, meta)
     except ExportError as e:

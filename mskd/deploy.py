@@ -39,7 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from .convs import make_static
-from .data import GraphDataset
+from .data import SINGLE, GraphDataset
+from .evaluate import model_logits, predict_labels
 from .models import GNN
 from .runs import new_file_mode, write_bytes, write_text
 
@@ -67,14 +68,15 @@ def predictions_csv(model: GNN, data: GraphDataset, chunk_size: int | None = Non
     """Per-node predictions of ``model`` on every node of ``data``, as CSV text.
 
     ``chunk_size``: compute the logits by exact layer-wise inference in chunks gathering at most
-    that many rows (:mod:`mskd.inference`), for graphs whose whole-graph forward does not fit in
-    memory; ``None`` runs one whole-graph forward.
+    that many rows (:func:`mskd.evaluate.model_logits`), for graphs whose whole-graph forward does
+    not fit in memory; ``None`` runs one whole-graph forward.
 
     Columns: ``split`` (train/val/test, or none for an unlabelled node of a transductive graph),
     ``graph`` (inductive datasets only: the graph's position in its split, PyG's order), ``node``
     (row of the node in its graph), then for single-label data ``pred`` (argmax class) and
     ``prob_0..prob_{C-1}`` (softmax), for multi-label data ``pred_0..pred_{C-1}`` (1 where
-    sigmoid >= 0.5, the evaluator's rule) and ``prob_0..prob_{C-1}`` (sigmoid).
+    sigmoid >= 0.5) and ``prob_0..prob_{C-1}`` (sigmoid). Predictions follow the evaluator's rule
+    (:func:`mskd.evaluate.predict_labels`), so they are what the reported scores count.
     """
     c = data.num_classes
     if data.transductive:
@@ -90,14 +92,9 @@ def predictions_csv(model: GNN, data: GraphDataset, chunk_size: int | None = Non
     out = io.StringIO()
     out.write(",".join(header) + "\n")
     for gi, g, splits in parts:
-        logits = (model.predict(g.x, g.edge_index) if chunk_size is None else
-                  model.layerwise(g.x, g.edge_index, chunk_size, keep_hidden=False)[0]).cpu()
-        if data.multilabel:
-            prob = torch.sigmoid(logits)
-            pred = (logits >= 0).to(torch.int64)
-        else:
-            prob = torch.softmax(logits, dim=1)
-            pred = logits.argmax(dim=1, keepdim=True)
+        logits = model_logits(model, g.x, g.edge_index, chunk_size).cpu()
+        prob = torch.sigmoid(logits) if data.multilabel else torch.softmax(logits, dim=1)
+        pred = predict_labels(logits, data.task).to(torch.int64).view(logits.shape[0], -1)
         ids = torch.arange(logits.shape[0]).unsqueeze(1)
         ints = torch.cat([ids, pred], dim=1).numpy()
         body = io.StringIO()
@@ -202,12 +199,13 @@ def onnx_model(model: GNN) -> GNN:
     return make_static(twin).eval()
 
 
-def export_onnx(model: GNN, path: Path) -> None:
+def export_onnx(model: GNN, path: Path, task: str = SINGLE) -> None:
     """ONNX through ``torch.onnx.export(dynamo=True)`` with dynamic node and edge counts, checked
     before it is written: onnxruntime runs the exported program on a graph of another size than
     the one it was captured on, and its logits must match PyTorch's (within 1e-4) with the same
-    argmax. Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime); any failure is an
-    :class:`ExportError` and leaves no file.
+    predicted labels under ``task``'s rule (:func:`mskd.evaluate.predict_labels`). Needs the
+    ``onnx`` extra (onnx, onnxscript, onnxruntime); any failure is an :class:`ExportError` and
+    leaves no file.
     """
     why = onnx_unavailable()
     if why:
@@ -237,22 +235,25 @@ def export_onnx(model: GNN, path: Path) -> None:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise ExportError(f"ONNX export failed: {first}") from None
     try:
-        _check_onnx(tmp, model)
+        _check_onnx(tmp, model, task)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _check_onnx(file: Path, model: GNN) -> None:
+def _check_onnx(file: Path, model: GNN, task: str) -> None:
     import onnxruntime
 
     x, edge_index = example_graph(29, 150, model.in_channels, seed=1)
     session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
     got = session.run(["logits"], {"x": x.numpy(), "edge_index": edge_index.numpy()})[0]
-    with torch.no_grad():
-        want = exportable(model)(x, edge_index)[0].numpy()
+    want = model_logits(exportable(model), x, edge_index).numpy()
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4):
         raise ExportError("the ONNX model differs from the original on a graph of another size "
                           "(onnxruntime); it is not written")
-    if not (got.argmax(axis=1) == want.argmax(axis=1)).all():
-        raise ExportError("the ONNX model's argmax differs from the original's; it is not written")
+    # Close logits can still fall on either side of a tie or of the threshold; what a user of
+    # the file sees are the labels, so those must agree exactly.
+    if not torch.equal(predict_labels(torch.from_numpy(got), task),
+                       predict_labels(torch.from_numpy(want), task)):
+        raise ExportError("the ONNX model's predicted labels differ from the original's; it is "
+                          "not written")

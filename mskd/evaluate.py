@@ -1,17 +1,30 @@
-"""The one evaluator: every score mskd reports goes through :func:`score`.
+"""The one scoring path: every prediction and score mskd reports goes through this module.
 
-Like OGB's ``Evaluator``, the metric is decided by the dataset's task, not by the caller:
-single-label -> accuracy of the argmax; multi-label -> micro-averaged F1 with a label predicted
-positive when sigmoid(logit) >= 0.5, i.e. logit >= 0 (the authors' code thresholds raw logits at
-0.5, a bug we do not copy). Shapes are checked with explicit messages.
+* :func:`predict_labels` is the prediction rule. Like OGB's ``Evaluator``, it is decided by the
+  dataset's task, not by the caller: single-label -> the argmax class; multi-label -> a label is
+  predicted positive when sigmoid(logit) >= 0.5, i.e. logit >= 0 (the authors' code thresholds raw
+  logits at 0.5, a bug we do not copy).
+* :func:`model_logits` runs a model in eval mode over a whole graph, in one forward pass or, for a
+  graph too large for one, by exact layer-wise inference in chunks (:mod:`mskd.inference`);
+  :func:`split_logits` does it for the labelled nodes of a split's graphs.
+* :func:`score` is accuracy or micro-F1 of those predictions; :func:`evaluate_split` is the
+  (metric, task loss) of a model on a split, what training selects on and runs report.
+
+Shapes are checked with explicit messages. This module runs any module that maps ``(x,
+edge_index)`` to ``(logits, hidden)``, so it sits below :mod:`mskd.models` in the layer order.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from collections.abc import Sequence
 
-from .data import MULTI, SINGLE
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from .data import MULTI, SINGLE, GraphDataset
+from .inference import layerwise
+from .losses import task_loss
 
 METRICS = {SINGLE: "accuracy", MULTI: "micro-f1"}
 
@@ -41,6 +54,22 @@ def _check(y_true: Tensor, logits: Tensor, task: str) -> None:
         raise ValueError("cannot score an empty set of nodes")
 
 
+def predict_labels(logits: Tensor, task: str) -> Tensor:
+    """The predicted labels: the argmax class (single-label) or every label whose logit is >= 0,
+    i.e. sigmoid >= 0.5 (multi-label).
+
+    Shapes:
+        logits: [N, C] -> single-label: [N] int64 class ids; multi-label: [N, C] bool
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape [N, C], got {list(logits.shape)}")
+    if task == SINGLE:
+        return logits.argmax(dim=1)
+    if task == MULTI:
+        return logits >= 0
+    raise ValueError(f"unknown task {task!r}; valid: {', '.join(METRICS)}")
+
+
 @torch.no_grad()
 def score(y_true: Tensor, logits: Tensor, task: str) -> float:
     """Accuracy (single-label) or micro-F1 (multi-label) of ``logits`` against ``y_true``.
@@ -49,9 +78,9 @@ def score(y_true: Tensor, logits: Tensor, task: str) -> float:
         y_true: [N] class ids (single-label) or [N, C] 0/1 (multi-label); logits: [N, C].
     """
     _check(y_true, logits, task)
+    pred = predict_labels(logits, task)
     if task == SINGLE:
-        return (logits.argmax(dim=1) == y_true).float().mean().item()
-    pred = logits >= 0
+        return (pred == y_true).float().mean().item()
     truth = y_true > 0.5
     tp = (pred & truth).sum().item()
     fp = (pred & ~truth).sum().item()
@@ -59,6 +88,68 @@ def score(y_true: Tensor, logits: Tensor, task: str) -> float:
     denom = 2 * tp + fp + fn
     # No positives predicted and none present: perfect agreement.
     return 1.0 if denom == 0 else 2 * tp / denom
+
+
+# --- running a model over a split --------------------------------------------------------------
+
+
+@torch.no_grad()
+def model_logits(model: nn.Module, x: Tensor, edge_index: Tensor,
+                 chunk_size: int | None = None) -> Tensor:
+    """Eval-mode logits of every node (dropout off, no autograd); the model's train/eval mode is
+    restored afterwards.
+
+    ``chunk_size``: exact layer-wise inference in chunks gathering at most that many rows
+    (:func:`mskd.inference.layerwise`), for graphs whose whole-graph forward does not fit in
+    memory; ``None`` runs one whole-graph forward. Both give the same logits up to floating-point
+    summation order.
+
+    Shapes:
+        x: [N, F], edge_index: [2, E] -> [N, C]
+    """
+    if chunk_size is not None:
+        return layerwise(model, x, edge_index, chunk_size, keep_hidden=False)[0]
+    was = model.training
+    model.eval()
+    try:
+        logits, _ = model(x, edge_index)
+    finally:
+        model.train(was)
+    return logits
+
+
+def split_logits(model: nn.Module, graphs: Sequence[Data],
+                 chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`model_logits` and targets of the nodes in ``g.mask`` of every graph, concatenated
+    in graph order, then node order.
+
+    Shapes:
+        -> (logits [M, C], y [M] or [M, C]); M = masked nodes of all graphs
+    """
+    logits, ys = [], []
+    for g in graphs:
+        z = model_logits(model, g.x, g.edge_index, chunk_size)
+        logits.append(z[g.mask])
+        ys.append(g.y[g.mask])
+    return torch.cat(logits), torch.cat(ys)
+
+
+def evaluate_split(model: nn.Module, data: GraphDataset, split: str,
+                   chunk_size: int | None = None) -> tuple[float, float]:
+    """(metric, task loss) of ``model`` on the labelled nodes of ``split``; ``chunk_size`` as in
+    :func:`model_logits`."""
+    logits, y = split_logits(model, data.splits[split], chunk_size)
+    return score(y, logits, data.task), task_loss(logits, y, data.multilabel).item()
+
+
+def split_in_degrees(graphs: Sequence[Data]) -> Tensor:
+    """:func:`in_degree` of the nodes in ``g.mask`` of every graph, in :func:`split_logits`'
+    order (on the CPU).
+
+    Shapes:
+        -> [M] int64
+    """
+    return torch.cat([in_degree(g.edge_index, g.num_nodes)[g.mask.cpu()] for g in graphs])
 
 
 # --- scores by node degree (the paper's motivating analysis) -----------------------------------

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .convs import CONVS, conv_on_projected, linear_first, make_conv
+from .evaluate import model_logits
 
 # The message-passing implementation new models get (``mskd.convs``): "fused" (sparse-dense
 # products, the default) or "pyg" (PyG's own layers). Not part of ModelConfig: the two compute
@@ -131,14 +132,10 @@ class GNN(nn.Module):
         logits = z.view(z.shape[0], self.out_heads, self.out_channels).mean(dim=1)
         return logits, hidden
 
-    @torch.no_grad()
     def predict(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """Logits in eval mode without autograd (dropout off)."""
-        was = self.training
-        self.eval()
-        logits, _ = self(x, edge_index)
-        self.train(was)
-        return logits
+        """Logits in eval mode without autograd (dropout off):
+        :func:`mskd.evaluate.model_logits`."""
+        return model_logits(self, x, edge_index)
 
     def layerwise(self, x: Tensor, edge_index: Tensor, chunk_size: int = 4096,
                   keep_hidden: bool = True) -> tuple[Tensor, list[Tensor]]:

@@ -33,11 +33,11 @@ from torch import Tensor, nn
 from . import distributed
 from .config import ConfigError, ScaleConfig
 from .data import GraphDataset
-from .evaluate import score
+from .evaluate import evaluate_split
 from .losses import edge_log_structure, task_loss, with_self_loops
 from .sampling import SeedBatches
 from .targets import TeacherView
-from .train import Step, evaluate_split
+from .train import Step
 
 
 def check_supported(data: GraphDataset, scale: ScaleConfig) -> None:
@@ -55,22 +55,12 @@ def n_layers(model: nn.Module) -> int:
     return model.cfg.hidden_layers + 1
 
 
-@torch.no_grad()
-def predict_layerwise(model: nn.Module, graph, chunk_size: int) -> Tensor:
-    logits, _ = model.layerwise(graph.x, graph.edge_index, chunk_size, keep_hidden=False)
-    return logits
-
-
-def evaluate(model: nn.Module, data: GraphDataset, split: str, scale: ScaleConfig,
-             logits: Tensor | None = None) -> tuple[float, float]:
-    """(metric, task loss) on ``split``: whole-graph forward for ``full``, layer-wise otherwise."""
-    if scale.sampler == "full":
-        return evaluate_split(model, data, split)
-    g = data.splits[split][0]
-    if logits is None:
-        logits = predict_layerwise(model, g, scale.chunk_size)
-    z, y = logits[g.mask], g.y[g.mask]
-    return score(y, z, data.task), task_loss(z, y, data.multilabel).item()
+def evaluate(model: nn.Module, data: GraphDataset, split: str,
+             scale: ScaleConfig) -> tuple[float, float]:
+    """(metric, task loss) on ``split``: whole-graph forward for ``full``, layer-wise otherwise
+    (:func:`mskd.evaluate.evaluate_split`)."""
+    return evaluate_split(model, data, split,
+                          None if scale.sampler == "full" else scale.chunk_size)
 
 
 class CachedTeacherOutputs:

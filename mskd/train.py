@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, TrainConfig
 from .data import GraphDataset
-from .evaluate import score
+from .evaluate import evaluate_split
 from .losses import task_loss
 from .runs import CheckpointError, RunDirError, load_resume_state, save_checkpoint
 
@@ -148,26 +148,6 @@ def iterate_batches(graphs: Sequence[Data], batch_size: int, gen: torch.Generato
     order = torch.randperm(len(graphs), generator=gen).tolist()
     for i in range(0, len(order), batch_size):
         yield Batch.from_data_list([graphs[j] for j in order[i : i + batch_size]])
-
-
-@torch.no_grad()
-def predict_split(model: nn.Module, graphs: Sequence[Data]) -> tuple[Tensor, Tensor]:
-    """Eval-mode logits and targets of the masked nodes of every graph, concatenated."""
-    was = model.training
-    model.eval()
-    logits, ys = [], []
-    for g in graphs:
-        z, _ = model(g.x, g.edge_index)
-        logits.append(z[g.mask])
-        ys.append(g.y[g.mask])
-    model.train(was)
-    return torch.cat(logits), torch.cat(ys)
-
-
-def evaluate_split(model: nn.Module, data: GraphDataset, split: str) -> tuple[float, float]:
-    """(metric, task loss) of ``model`` on one split."""
-    logits, y = predict_split(model, data.splits[split])
-    return score(y, logits, data.task), task_loss(logits, y, data.multilabel).item()
 
 
 def fit(

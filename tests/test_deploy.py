@@ -251,6 +251,32 @@ def test_onnx_export_round_trips_through_onnxruntime(tiny_npz, tmp_path, capsys,
         assert torch.equal(got.argmax(dim=1), want.argmax(dim=1))
 
 
+def test_onnx_export_checks_multilabel_predictions_by_the_evaluators_rule(
+        ppi_root, tmp_path, capsys, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import mskd.deploy
+
+    root, _ = ppi_root
+    ckpt = tmp_path / "student.pt"
+    _checkpoint(load_dataset("ppi", root), ckpt)
+    seen = []
+    real = mskd.deploy.predict_labels
+    monkeypatch.setattr(mskd.deploy, "predict_labels",
+                        lambda z, task: seen.append(task) or real(z, task))
+    out = tmp_path / "student.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    assert out.is_file() and seen == ["multi-label", "multi-label"]
+    # A checkpoint naming no known task cannot say which predictions must agree.
+    payload = torch.load(ckpt, weights_only=True)
+    payload["task"] = "regression"
+    save_checkpoint(tmp_path / "odd.pt", payload)
+    err = _one_error(capsys, ["export", "--checkpoint", str(tmp_path / "odd.pt"), "--format",
+                              "onnx", "--out", str(tmp_path / "odd.onnx")])
+    assert "names no known task ('regression')" in err
+    assert not (tmp_path / "odd.onnx").exists()
+
+
 def test_static_form_of_the_fused_layers_equals_them(tiny_npz, tmp_path) -> None:
     from mskd.deploy import onnx_model
 

@@ -1,12 +1,27 @@
-"""Tests for mskd.evaluate.score on hand-computed cases, and its shape checks."""
+"""Tests for mskd.evaluate: score on hand-computed cases and its shape checks; the one scoring
+path (prediction rule, eval-mode logits of a split) against the code it replaced."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from test_distill import SMALL, _dataset
 
 from mskd.data import MULTI, SINGLE
-from mskd.evaluate import metric_name, score
+from mskd.evaluate import (
+    evaluate_split,
+    in_degree,
+    metric_name,
+    model_logits,
+    predict_labels,
+    score,
+    split_in_degrees,
+    split_logits,
+)
+from mskd.losses import task_loss
+from mskd.models import GNN
 
 
 def test_metric_names() -> None:
@@ -84,3 +99,101 @@ def test_micro_f1_no_positives_anywhere_is_perfect() -> None:
 def test_shape_checks(y, logits, task, message) -> None:
     with pytest.raises(ValueError, match=message):
         score(y, logits, task)
+
+
+# --- the one scoring path equals the five it replaced --------------------------------------------
+
+
+def _old_score(y_true, logits, task):
+    """mskd.evaluate.score before predict_labels existed (commit ed58915)."""
+    if task == SINGLE:
+        return (logits.argmax(dim=1) == y_true).float().mean().item()
+    pred, truth = logits >= 0, y_true > 0.5
+    tp = (pred & truth).sum().item()
+    fp = (pred & ~truth).sum().item()
+    fn = (~pred & truth).sum().item()
+    return 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+@torch.no_grad()
+def _old_predict_split(model, graphs):
+    """mskd.train.predict_split (full batch), which training and `mskd evaluate` scored with."""
+    was = model.training
+    model.eval()
+    logits, ys = [], []
+    for g in graphs:
+        z, _ = model(g.x, g.edge_index)
+        logits.append(z[g.mask])
+        ys.append(g.y[g.mask])
+    model.train(was)
+    return torch.cat(logits), torch.cat(ys)
+
+
+def _old_scale_evaluate(model, data, split, chunk_size):
+    """mskd.scale.evaluate with --sampler neighbor: layer-wise logits of the split's one graph."""
+    g = data.splits[split][0]
+    with torch.no_grad():
+        logits, _ = model.layerwise(g.x, g.edge_index, chunk_size, keep_hidden=False)
+    z, y = logits[g.mask], g.y[g.mask]
+    return _old_score(y, z, data.task), task_loss(z, y, data.multilabel).item()
+
+
+@torch.no_grad()
+def _old_test_logits(model, data):
+    """mskd.comparison._test_batch/_test_logits: the degree analysis' test logits and degrees."""
+    model.eval()
+    zs, ys, degs = [], [], []
+    for g in data.splits["test"]:
+        nodes = g.mask.nonzero().flatten()
+        z, _ = model(g.x, g.edge_index)
+        zs.append(z[nodes])
+        ys.append(g.y[nodes])
+        degs.append(in_degree(g.edge_index, g.num_nodes)[nodes.cpu()])
+    return torch.cat(zs), torch.cat(ys), torch.cat(degs)
+
+
+def _old_csv_preds(logits, multilabel):
+    """mskd.deploy.predictions_csv's prediction columns."""
+    return (logits >= 0).to(torch.int64) if multilabel else logits.argmax(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+@pytest.mark.parametrize("graphs", [1, 3])
+def test_one_scoring_path_equals_the_old_ones(multilabel, graphs) -> None:
+    data = _dataset(multilabel=multilabel, graphs=graphs)
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, dropout=0.5)  # eval mode must be switched on to match
+    model = GNN(data.num_features, data.num_classes, cfg).train()
+    for split in ("train", "val", "test"):
+        z_old, y_old = _old_predict_split(model, data.splits[split])
+        z, y = split_logits(model, data.splits[split])
+        assert torch.equal(z, z_old) and torch.equal(y, y_old)
+        old = (_old_score(y_old, z_old, data.task),
+               task_loss(z_old, y_old, data.multilabel).item())
+        assert evaluate_split(model, data, split) == old
+        assert score(y, z, data.task) == old[0]
+        if graphs == 1:
+            # Exactly the same code path as before, so exactly equal, not merely close.
+            assert evaluate_split(model, data, split, chunk_size=7) == _old_scale_evaluate(
+                model, data, split, 7)
+    assert model.training  # restored
+    z_old, y_old, d_old = _old_test_logits(model, data)
+    z, y = split_logits(model, data.splits["test"])
+    assert torch.equal(z, z_old) and torch.equal(y, y_old)
+    assert torch.equal(split_in_degrees(data.splits["test"]), d_old)
+    for g in data.splits["test"]:
+        logits = model_logits(model, g.x, g.edge_index)
+        assert torch.equal(logits, model.predict(g.x, g.edge_index))
+        got = predict_labels(logits, data.task).to(torch.int64).view(logits.shape[0], -1)
+        assert torch.equal(got, _old_csv_preds(logits, multilabel))
+
+
+def test_predict_labels_rule() -> None:
+    logits = torch.tensor([[0.0, -1e-6, 2.0], [3.0, 1.0, -4.0]])
+    assert predict_labels(logits, SINGLE).tolist() == [2, 0]
+    # sigmoid(0) = 0.5 is positive, just below 0 is not
+    assert predict_labels(logits, MULTI).tolist() == [[True, False, True], [True, True, False]]
+    with pytest.raises(ValueError, match="unknown task 'regression'"):
+        predict_labels(logits, "regression")
+    with pytest.raises(ValueError, match=r"logits must have shape \[N, C\]"):
+        predict_labels(torch.zeros(3), SINGLE)

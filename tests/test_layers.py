@@ -2,8 +2,10 @@
 
 Imports inside functions count too: a deferred import hides a cycle from Python, not from a
 reader. The order follows the data's flow (README, "Project layout"): errors and pure tensor
-functions, then configuration and data, models, evaluation and the training loop, teachers and
-the student, reports and comparisons, and on top the Python API and the command line.
+functions, then configuration and data, inference and evaluation (they run any model that maps
+``(x, edge_index)`` to ``(logits, hidden)``, so they come before the models), the models and the
+training loop, teachers and the student, reports and comparisons, and on top the Python API and
+the command line.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ LAYERS = (
     "data",
     "plots",
     "inference",
-    "models",
     "evaluate",
+    "models",
     "train",
     "targets",
     "scale",

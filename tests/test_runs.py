@@ -14,6 +14,7 @@ import mskd.runs
 import mskd.teachers
 from mskd.config import ModelConfig, RunConfig, TrainConfig, with_depths
 from mskd.data import load_npz
+from mskd.evaluate import evaluate_split
 from mskd.runs import (
     CheckpointError,
     load_checkpoint,
@@ -23,7 +24,6 @@ from mskd.runs import (
     write_text,
 )
 from mskd.teachers import model_from_checkpoint, train_or_load_teachers
-from mskd.train import evaluate_split
 
 CPU = torch.device("cpu")
 
