@@ -25,6 +25,7 @@ import torch
 from . import distributed
 from .config import ConfigError, RunConfig
 from .data import GraphDataset, load_dataset
+from .distill import check_data
 from .errors import MskdError, RunDirError, UsageError
 from .models import set_default_conv
 from .options import build_parser, resolve_config
@@ -292,6 +293,7 @@ def load_data(args: argparse.Namespace, cfg: RunConfig) -> GraphDataset:
     log = stderr_log(args.quiet)
     data = load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed)
     log(data.summary())
+    check_data(cfg.distill, data)
     return data
 
 

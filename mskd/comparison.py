@@ -29,9 +29,9 @@ from torch import nn
 from .attention import teacher_weights
 from .config import SEED_MAX, ConfigError, RunConfig
 from .data import GraphDataset
-from .distill import METHODS, scheduled, train_student
+from .distill import METHODS, check_data, scheduled, train_student
 from .distill import validate as validate_distill
-from .evaluate import bucket_scores, in_degree, metric_name, quantile_buckets
+from .evaluate import bucket_scores, in_degree, metric_name, quantile_buckets, score
 from .report import (
     aggregate_rows,
     compare_csv,
@@ -42,6 +42,7 @@ from .report import (
     results_record,
 )
 from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write_json, write_text
+from .selection import FITTED, ensemble, oracle, selection_weights
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
 CONFIG_FILE = "compare-config.json"
@@ -229,6 +230,8 @@ def run_compare(
     of ``seeds`` (also written, with ``compare.csv`` and ``compare.md``).
     """
     validate_methods(base, methods)
+    for m in methods:
+        check_data(cell_config(base, 0, m).distill, data)
     with RunLock(out, log=log):
         check_settings(out, base, data, fresh)
     cells = _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
@@ -379,14 +382,74 @@ def _load_model(path: Path, data: GraphDataset, device: torch.device) -> nn.Modu
     return model_from_checkpoint(payload, path).to(device)
 
 
+ENSEMBLES_NOTE = (
+    "frozen teachers only, no student: each teacher; the average of the teachers' probabilities "
+    "weighted uniformly and by each teacher-side selection mode (mskd.selection; degree and gate "
+    "cross-fitted on two halves of the validation nodes, so their validation scores are "
+    "out-of-fold); and an oracle taking, per node (per node and label for multi-label), a teacher "
+    "that is right when any is. The node and global attention modes compare teachers with a "
+    "student's logits and cannot be applied to the teachers alone")
+
+
+@torch.no_grad()
+def _full_logits(model: nn.Module, graphs) -> list[torch.Tensor]:
+    model.eval()
+    return [model(g.x, g.edge_index)[0] for g in graphs]
+
+
+def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphDataset, names: list[str],
+                   tau: float, seed: int) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per ensemble, its logits on every test graph and on every validation graph."""
+    test = data.splits["test"]
+    val = data.splits["val"]
+    transductive = len(test) == 1 and len(val) == 1 and test[0].num_nodes == val[0].num_nodes
+    k = len(names)
+    out: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def per_graph(fn) -> tuple[list, list]:
+        return ([fn(torch.stack([z[i] for z in z_teachers["test"]]), g)
+                 for i, g in enumerate(test)],
+                [fn(torch.stack([z[i] for z in z_teachers["val"]]), g)
+                 for i, g in enumerate(val)])
+
+    ml = data.multilabel
+    for j, name in enumerate(names):
+        out[name] = per_graph(lambda z, g, j=j: z[j])
+    uniform = torch.full((k,), 1.0 / k)
+    out["uniform"] = per_graph(lambda z, g: ensemble(z.cpu(), uniform, ml))
+    modes = ["confidence", *(FITTED if transductive else ())]
+    for mode in modes:
+        if transductive:
+            g = test[0]
+            z = torch.stack([zt[0] for zt in z_teachers["test"]])
+            w = selection_weights(mode, z, g.edge_index, g.y, data.splits["train"][0].mask,
+                                  val[0].mask, tau, ml, seed)
+            logits = ensemble(z.cpu().float(), w, ml)
+            out[mode] = ([logits], [logits])
+        else:
+            out[mode] = per_graph(lambda z, g, mode=mode: ensemble(
+                z.cpu().float(), selection_weights(mode, z, g.edge_index, g.y, g.mask, g.mask,
+                                                   tau, ml, seed), ml))
+    out["oracle (any teacher right)"] = per_graph(lambda z, g: oracle(z.cpu(), g.y.cpu(), ml))
+    return out
+
+
+def _split_score(logits: list[torch.Tensor], graphs, task: str) -> float:
+    z = torch.cat([zi.cpu()[g.mask.cpu()] for zi, g in zip(logits, graphs)])
+    y = torch.cat([g.y.cpu()[g.mask.cpu()] for g in graphs])
+    return score(y, z, task)
+
+
 def degree_analysis(
     out: Path, data: GraphDataset, base: RunConfig, seeds: Sequence[int],
     methods: Sequence[str], n_buckets: int, device: torch.device,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Test-node metric per in-degree bucket for every teacher and student of a comparison
-    directory (checkpoints only, nothing is trained), mean and sample std over ``seeds``; and the
-    mskd student's mean attention per teacher and bucket. Returns the ``degree.json`` record."""
+    directory (checkpoints only, nothing is trained), mean and sample std over ``seeds``; the
+    mskd student's mean attention per teacher and bucket; and the headroom analysis: the frozen
+    teachers' ensembles (:data:`ENSEMBLES_NOTE`) on validation and test, overall and per bucket.
+    Returns the ``degree.json`` record."""
     dev_data = data.to(device)
     parts = _test_batch(dev_data)
     degrees = torch.cat([d for _, _, d in parts])
@@ -399,14 +462,27 @@ def degree_analysis(
     names = [f"teacher-{d}" for d in depths] + list(methods)
     per_seed: dict[str, list[list[float | None]]] = {n: [] for n in names}
     attention: list[torch.Tensor] = []
+    ens: dict[str, dict[str, list]] = {}
     for seed in seeds:
         sdir = out / f"seed{seed}"
         t_logits = []
+        full: dict[str, list[list[torch.Tensor]]] = {"test": [], "val": []}
         for d in depths:
             model = _load_model(sdir / "teachers" / f"teacher-{d}.pt", dev_data, device)
             z, y = _test_logits(model, parts)
             t_logits.append(z)
             per_seed[f"teacher-{d}"].append(bucket_scores(y, z, bucket, nb, data.task))
+            for split, per_teacher in full.items():
+                per_teacher.append(_full_logits(model, dev_data.splits[split]))
+        rows = _ensemble_rows(full, dev_data, [f"teacher-{d}" for d in depths],
+                              base.distill.tau, seed)
+        y_test = torch.cat([g.y[nodes] for g, nodes, _ in parts]).cpu()
+        for name, (z_test, z_val) in rows.items():
+            r = ens.setdefault(name, {"val": [], "test": [], "buckets": []})
+            r["val"].append(_split_score(z_val, dev_data.splits["val"], data.task))
+            r["test"].append(_split_score(z_test, dev_data.splits["test"], data.task))
+            zt = torch.cat([zi.cpu()[nodes.cpu()] for zi, (_, nodes, _) in zip(z_test, parts)])
+            r["buckets"].append(bucket_scores(y_test, zt, bucket, nb, data.task))
         for m in methods:
             model = _load_model(sdir / m / f"student-{m}.pt", dev_data, device)
             z, y = _test_logits(model, parts)
@@ -420,12 +496,7 @@ def degree_analysis(
     models = []
     for n in names:
         runs = per_seed[n]
-        means, stds = [], []
-        for b in range(nb):
-            vals = [r[b] for r in runs if r[b] is not None]
-            m, s = mean_std(vals) if vals else (None, None)
-            means.append(m)
-            stds.append(s)
+        means, stds = _bucket_mean_std(runs, nb)
         models.append({"name": n, "kind": "teacher" if n.startswith("teacher-") else "student",
                        "layers": int(n.split("-")[1]) if n.startswith("teacher-") else None,
                        "mean": means, "std": stds,
@@ -437,6 +508,8 @@ def degree_analysis(
         "n_buckets_asked": n_buckets,
         "buckets": [{"lo": lo, "hi": hi, "nodes": n} for (lo, hi), n in zip(bounds, sizes)],
         "models": models,
+        "ensembles_note": ENSEMBLES_NOTE, "ensembles_tau": base.distill.tau,
+        "ensembles": [_ensemble_record(name, r, nb) for name, r in ens.items()],
     }
     if attention:
         stacked = torch.stack(attention)  # [seeds, B, K]
@@ -448,6 +521,26 @@ def degree_analysis(
                     else torch.zeros_like(stacked[0])).tolist(),
         }
     return rec
+
+
+def _bucket_mean_std(runs: list[list[float | None]], nb: int
+                     ) -> tuple[list[float | None], list[float | None]]:
+    means, stds = [], []
+    for b in range(nb):
+        vals = [r[b] for r in runs if r[b] is not None]
+        m, s = mean_std(vals) if vals else (None, None)
+        means.append(m)
+        stds.append(s)
+    return means, stds
+
+
+def _ensemble_record(name: str, r: dict[str, list], nb: int) -> dict[str, Any]:
+    val, val_std = mean_std(r["val"])
+    test, test_std = mean_std(r["test"])
+    buckets, buckets_std = _bucket_mean_std(r["buckets"], nb)
+    return {"name": name, "val": val, "val_std": val_std, "test": test, "test_std": test_std,
+            "buckets": buckets, "buckets_std": buckets_std,
+            "per_seed": {"val": r["val"], "test": r["test"]}}
 
 
 def bucket_label(b: dict[str, Any]) -> str:
@@ -473,6 +566,15 @@ def degree_markdown(rec: dict[str, Any]) -> str:
                        f"{att['note']}."), "",
                   markdown_table(["bucket", *att["teachers"]], body,
                                  right=[False] + [True] * len(att["teachers"]))]
+    if rec.get("ensembles"):
+        body = [[e["name"], f"{e['val']:.4f} ± {e['val_std']:.4f}",
+                 f"{e['test']:.4f} ± {e['test_std']:.4f}",
+                 *("–" if v is None else f"{v:.4f}" for v in e["buckets"])]
+                for e in rec["ensembles"]]
+        parts += ["", (f"Headroom: {rec['metric']} of the teachers' ensembles (tau = "
+                       f"{rec['ensembles_tau']}); {rec['ensembles_note']}."), "",
+                  markdown_table(["ensemble", "val", "test", *labels], body,
+                                 right=[False] + [True] * (2 + len(labels)))]
     return "\n".join(parts) + "\n"
 
 

@@ -135,6 +135,10 @@ class DistillConfig:
     lam: float = 7.0  # lambda of the authors' global attention
     schedule: str = "joint"
     kernel: str = "l1"
+    # Divisor of the l1/l1_code kernel's distances: 100 in both authors' codes, or "auto": each
+    # model's median per-edge L1 distance of the matched hidden layer (teachers once, the student
+    # every step, detached), which keeps neighbours distinguishable at any hidden width.
+    kernel_scale: float | str = 100.0
     # Student hidden layer (0-based) matched to each teacher's last hidden layer; empty = spread
     # over the student's depth so deeper teachers meet deeper student layers.
     student_layers: tuple[int, ...] = ()

@@ -41,12 +41,15 @@ from .losses import (
     edge_log_structure,
     fitnet_loss,
     kd_loss,
-    lsp_loss,
+    kernel_divisor,
     structure_kl,
     with_self_loops,
 )
 from .models import GNN, count_parameters
 from .runs import file_digest, resume_path, save_checkpoint
+from .selection import FITTED as FITTED_SELECTION
+from .selection import MODES as SELECTION_MODES
+from .selection import selection_weights
 from .targets import TeacherView, TrainedModel, checkpoint_payload, training_key
 from .train import LossTerm, Resume, Step, fit, seed_everything
 
@@ -69,8 +72,15 @@ METHODS: dict[str, Method] = {
     "lsp": Method("one", "lsp", False),
     "uniform": Method("all", "lsp", True, attention="uniform"),
     "mskd": Method("all", "lsp", True),
+    # mskd with teacher-side selection (mskd.selection) in place of the student-side attention.
+    "confidence": Method("all", "lsp", True, attention="confidence"),
+    "degree": Method("all", "lsp", True, attention="degree"),
+    "gate": Method("all", "lsp", True, attention="gate"),
 }
 SCHEDULES = ("joint", "sequential")
+SCALED_KERNELS = ("l1", "l1_code")  # the kernels whose distances --kernel-scale divides
+# The history records each loss term's share of the gradient every this many epochs.
+GRAD_SHARE_EVERY = 10
 
 
 def faithful(cfg: DistillConfig) -> DistillConfig:
@@ -110,12 +120,19 @@ def scheduled(run: RunConfig) -> RunConfig:
 def validate(cfg: DistillConfig, n_student_layers: int, teacher_depths: Sequence[int]) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
-    if cfg.attention not in ATTENTION_MODES:
-        raise ConfigError(
-            f"unknown attention {cfg.attention!r}; valid: {', '.join(ATTENTION_MODES)}"
-        )
+    if cfg.attention not in (*ATTENTION_MODES, *SELECTION_MODES):
+        raise ConfigError(f"unknown attention {cfg.attention!r}; valid: "
+                          f"{', '.join((*ATTENTION_MODES, *SELECTION_MODES))}")
     if cfg.kernel not in KERNELS:
         raise ConfigError(f"unknown kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
+    if cfg.kernel_scale == "auto":
+        if cfg.kernel not in SCALED_KERNELS:
+            raise ConfigError(f"--kernel-scale auto sets the distance divisor of the "
+                              f"{' and '.join(SCALED_KERNELS)} kernels; --kernel {cfg.kernel} "
+                              "has none")
+    elif isinstance(cfg.kernel_scale, str) or not 0 < cfg.kernel_scale < math.inf:
+        raise ConfigError(f"kernel_scale must be 'auto' or finite and > 0, got "
+                          f"{cfg.kernel_scale!r}")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
     # Written so that NaN fails too (every comparison with NaN is false).
@@ -166,6 +183,20 @@ def _sha256_weights(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _structure_of(h: Tensor, edge_index: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor]:
+    loops = with_self_loops(edge_index, h.shape[0])
+    scale = kernel_divisor(cfg.kernel_scale, h, loops)
+    return loops, edge_log_structure(h.detach(), loops, cfg.kernel, scale=scale)
+
+
+def kernel_tag(kernel: str | None, kernel_scale: float | str) -> str | None:
+    """What names a teacher structure cache: the kernel, and its divisor unless it is the
+    default (so caches written before the divisor was a setting stay valid)."""
+    if kernel is None or kernel_scale == 100.0:
+        return kernel
+    return f"{kernel}-s{kernel_scale}"
 
 
 def cache_manifest(teachers: Sequence[TrainedModel], data: GraphDataset,
@@ -245,12 +276,16 @@ class TeacherOutputs:
 
     def __init__(self, teachers: Sequence[TrainedModel], graphs: Sequence, cache: bool = True,
                  kernel: str | None = None, *, file: Path | None = None,
-                 manifest: dict | None = None, log: Callable[[str], None] | None = None) -> None:
+                 manifest: dict | None = None, log: Callable[[str], None] | None = None,
+                 kernel_scale: float | str = 100.0) -> None:
         self.models = [t.model for t in teachers]
         for m in self.models:
             m.eval()
         self.cache = cache
         self.kernel = kernel
+        self.kernel_scale = kernel_scale
+        # Per teacher, the divisor its structure was formed with (the median with "auto").
+        self.scales: list[float] = []
         self.log = log or (lambda msg: None)
         self.source = "none"  # "file" when loaded, "computed" when built here
         self._store: dict[int, list[TeacherView]] = {}
@@ -277,6 +312,7 @@ class TeacherOutputs:
             # weights_only: a cache file is data, never code to execute.
             payload = torch.load(file, map_location="cpu", weights_only=True)
             stored = payload["manifest"]
+            self.scales = list(payload.get("scales", []))
         except Exception as e:  # noqa: BLE001 - truncated zip, pickle errors, wrong layout
             why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
             self.log(f"teacher cache stale: unreadable {file} ({why}); rebuilding")
@@ -316,7 +352,8 @@ class TeacherOutputs:
                          for k in _VIEW_FIELDS} for v in views]
                   for gid, views in self._store.items()}
         try:
-            save_checkpoint(file, {"manifest": manifest, "graphs": graphs})
+            save_checkpoint(file, {"manifest": manifest, "graphs": graphs,
+                                   "scales": self.scales})
         except OSError as e:
             # The cache is an optimisation: a read-only teacher directory only costs time.
             self.log(f"teacher cache: not written ({e.strerror or e}: {file})")
@@ -329,12 +366,15 @@ class TeacherOutputs:
     def _run(self, x: Tensor, edge_index: Tensor, structure: bool) -> list[TeacherView]:
         out = []
         loops = None
+        self.scales = []
         for m in self.models:
             z, h = m(x, edge_index)
             if structure and self.kernel:
                 if loops is None:
                     loops = with_self_loops(edge_index, x.shape[0])
-                log_p = edge_log_structure(h[-1], loops, self.kernel)
+                scale = kernel_divisor(self.kernel_scale, h[-1], loops)
+                self.scales.append(scale)
+                log_p = edge_log_structure(h[-1], loops, self.kernel, scale=scale)
                 out.append(TeacherView(z, None, loops, log_p))
             else:
                 out.append(TeacherView(z, h[-1]))
@@ -366,13 +406,44 @@ class TeacherOutputs:
         return views
 
 
+def check_data(cfg: DistillConfig, data: GraphDataset) -> None:
+    """Refuse, before any training, a selection mode the dataset cannot support: the fitted
+    modes learn from validation nodes of the training graph, which inductive datasets (PPI) keep
+    in other graphs."""
+    attention = METHODS[cfg.method].attention or cfg.attention
+    if METHODS[cfg.method].teachers != "all" or attention not in FITTED_SELECTION:
+        return
+    train, val = data.splits["train"], data.splits["val"]
+    if not (len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes):
+        raise ConfigError(f"--attention {attention} fits its weights on the validation nodes of "
+                          f"the training graph; {data.name} keeps them in other graphs "
+                          "(inductive). Use --attention confidence there")
+
+
+def static_weights(mode: str, data: GraphDataset, teachers: Sequence[TrainedModel], tau: float,
+                   seed: int) -> dict[int, Tensor]:
+    """Teacher-side selection weights (:mod:`mskd.selection`) of every training graph, by graph
+    id: computed once from the frozen teachers' full-graph logits. The fitted modes learn from the
+    validation nodes of the same graph, so they need a transductive dataset."""
+    train, val = data.splits["train"], data.splits["val"]
+    same_graph = len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes
+    out = {}
+    with torch.no_grad():
+        for g in train:
+            z = torch.stack([t.model.eval()(g.x, g.edge_index)[0] for t in teachers])
+            val_mask = val[0].mask if same_graph else g.mask
+            out[int(g.gid)] = selection_weights(mode, z, g.edge_index, g.y, g.mask, val_mask,
+                                                tau, data.multilabel, seed)
+    return out
+
+
 class Objective:
     """Builds the distillation terms of one method, sharing teacher outputs and attention
     weights between terms within a step."""
 
     def __init__(self, cfg: DistillConfig, data: GraphDataset, teachers: Sequence[TrainedModel],
                  student: GNN, teacher_cache: bool = True, persist: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, seed: int = 0) -> None:
         self.cfg = cfg
         self.method = METHODS[cfg.method]
         self.multilabel = data.multilabel
@@ -388,17 +459,22 @@ class Objective:
             self.teachers, self.layers = [], []
         self.attention = self.method.attention or cfg.attention
         kernel = cfg.kernel if self.method.structure == "lsp" else None
+        tag = kernel_tag(kernel, cfg.kernel_scale)
         self.outputs: TeacherOutputs | None = None
         if self.teachers:
             # Persist next to the teacher checkpoints, where the next run with them looks.
-            file = teacher_cache_file(self.teachers, kernel) if teacher_cache and persist else None
-            manifest = cache_manifest(self.teachers, data, kernel) if file else None
+            file = teacher_cache_file(self.teachers, tag) if teacher_cache and persist else None
+            manifest = cache_manifest(self.teachers, data, tag) if file else None
             self.outputs = TeacherOutputs(self.teachers, data.splits["train"], teacher_cache,
-                                          kernel, file=file, manifest=manifest, log=log)
+                                          kernel, file=file, manifest=manifest, log=log,
+                                          kernel_scale=cfg.kernel_scale)
         self.extra_modules: list[nn.Module] = []
         if self.method.structure == "fitnet":
             self.proj = nn.Linear(student.cfg.width, self.teachers[0].cfg.width)
             self.extra_modules.append(self.proj)
+        self.static: dict[int, Tensor] = {}
+        if self.attention in SELECTION_MODES and len(self.teachers) > 1:
+            self.static = static_weights(self.attention, data, self.teachers, cfg.tau, seed)
         self._step_cache: tuple[Step, list[TeacherView], Tensor] | None = None
         self._frozen_weights: Tensor | None = None
         self.attention_log: list[Tensor] = []
@@ -439,9 +515,17 @@ class Objective:
             return torch.ones(n, 1, device=step.logits.device)
         if self.attention == "global" and self.cfg.faithful:
             return self._global_once(step, outs).expand(n, k)
+        if self.static:
+            return self._static_for(step.graph).to(step.logits.device)
         a = teacher_weights(step.logits, [o.logits for o in outs], mode=self.attention,
                             tau=self.cfg.tau, lam=self.cfg.lam)
         return a if a.ndim == 2 else a.expand(n, k)
+
+    def _static_for(self, g) -> Tensor:
+        if hasattr(g, "n_id"):  # a neighbour-sampled batch: its seed nodes come first
+            return self.static[0][g.n_id[:g.batch_size].cpu()]
+        gids = g.gid.tolist() if isinstance(g.gid, Tensor) else [int(g.gid)]
+        return torch.cat([self.static[i] for i in gids])
 
     def _global_once(self, step: Step, outs) -> Tensor:
         # The authors compute the global weights once, from the untrained student.
@@ -471,12 +555,14 @@ class Objective:
             if not bool((w[:, k] != 0).any()):
                 continue
             h_s = step.hidden[layer]
-            if self.method.structure == "lsp" and view.log_p is not None:
-                log_p_s = edge_log_structure(h_s, view.edge_index, self.cfg.kernel)
+            if self.method.structure == "lsp" and view.log_p is None:
+                # Uncached teachers: their structure is formed here, each side at its own scale.
+                view = TeacherView(view.logits, None, *_structure_of(
+                    view.hidden, step.graph.edge_index, self.cfg))
+            if self.method.structure == "lsp":
+                scale = kernel_divisor(self.cfg.kernel_scale, h_s, view.edge_index)
+                log_p_s = edge_log_structure(h_s, view.edge_index, self.cfg.kernel, scale=scale)
                 per_node = structure_kl(view.log_p, log_p_s, view.edge_index, n, reduction="none")
-            elif self.method.structure == "lsp":
-                per_node = lsp_loss(h_s, view.hidden, step.graph.edge_index,
-                                    kernel=self.cfg.kernel, reduction="none")
             elif self.method.structure == "fitnet":
                 per_node = fitnet_loss(h_s, view.hidden, proj=self.proj, reduction="none")
             else:
@@ -539,6 +625,7 @@ def train_student(
         log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg = run.distill
     validate(cfg, run.student.hidden_layers, [t.layers for t in teachers])
+    check_data(cfg, data)
     sampled = run.scale.sampler != "full"
     if sampled:
         scale.check_supported(data, run.scale)
@@ -547,7 +634,7 @@ def train_student(
     student = GNN(data.num_features, data.num_classes, run.student).to(device)
     # Sampled training caches layer-wise teacher outputs itself (scale.student_hooks).
     objective = Objective(cfg, dev_data, teachers, student,
-                          teacher_cache=teacher_cache and not sampled, log=log)
+                          teacher_cache=teacher_cache and not sampled, log=log, seed=run.seed)
     hooks = (scale.student_hooks(student, dev_data, run.scale, run.seed, objective, device)
              if sampled else None)
     train_cfg = objective.train_config(run.student_train)
@@ -565,7 +652,7 @@ def train_student(
                  desc=f"student-{cfg.method}", quiet=quiet or not distributed.is_main(),
                  # Ranks of a distributed run must stay in step: none resumes alone.
                  resume=None if distributed.world() > 1 else resume,
-                 **(hooks.fit_kwargs() if hooks else {}))
+                 grad_every=GRAD_SHARE_EVERY, **(hooks.fit_kwargs() if hooks else {}))
     test, _ = scale.evaluate(student, dev_data, "test", run.scale)
     details = {
         "method": cfg.method,
@@ -573,6 +660,8 @@ def train_student(
         "student_layers_matched": objective.layers,
         "attention": objective.attention if objective.teachers else None,
         "mean_attention": objective.mean_attention(),
+        # The divisor each teacher's LSP structure was formed with (--kernel-scale).
+        "teacher_kernel_scales": list(getattr(objective.outputs, "scales", []) or []),
         "settings": dataclasses.asdict(cfg),
         # Per-epoch mean of every loss term and the validation score: the loss curve.
         "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in h.items()}

@@ -15,6 +15,7 @@ Name-to-function lookups are the plain dicts :data:`LOSSES` and :data:`KERNELS`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -348,6 +349,33 @@ def edge_kernel(h: Tensor, src: Tensor, dst: Tensor, kernel: Kernel, params: Ker
 def _log_structure(h: Tensor, edge_index: Tensor, kernel: Kernel, params: KernelParams) -> Tensor:
     src, dst = edge_index
     return segment_log_softmax(edge_kernel(h, src, dst, kernel, params), dst, h.size(0))
+
+
+@torch.no_grad()
+def median_edge_distance(h: Tensor, edge_index: Tensor) -> float:
+    """Median L1 distance ``||h_u - h_v||_1`` over the edges that are not self loops (1.0 when
+    there are none or the median is 0): the data's own scale for the ``l1`` kernels
+    (``--kernel-scale auto``).
+
+    Shapes:
+        h: [N, F], edge_index: [2, E] -> float
+    """
+    _check_2d("h", h)
+    src, dst = edge_index
+    keep = src != dst
+    if not bool(keep.any()):
+        return 1.0
+    dist = -edge_kernel(h.detach(), src[keep], dst[keep], l1_kernel, KernelParams(scale=1.0))
+    m = float(dist.median())
+    return m if m > 0 and math.isfinite(m) else 1.0
+
+
+def kernel_divisor(kernel_scale: float | str, h: Tensor, edge_index: Tensor) -> float:
+    """The ``l1`` kernels' distance divisor (``--kernel-scale``) for hidden states ``h``:
+    ``kernel_scale``, or with ``"auto"`` :func:`median_edge_distance` of ``h``."""
+    if kernel_scale == "auto":
+        return median_edge_distance(h, edge_index)
+    return float(kernel_scale)
 
 
 def edge_log_structure(

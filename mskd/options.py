@@ -97,6 +97,17 @@ def _real_range(low: float, high: float, low_open: bool = False) -> Callable[[st
 
 
 _seconds = _real_range(0.0, math.inf)
+
+
+def _kernel_scale(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return _real_range(1 / SCALE_MAX, SCALE_MAX)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a finite number in [{1 / SCALE_MAX:g}, {SCALE_MAX:g}], "
+            f"got {text!r}") from None
 _seed = _int_range(0, SEED_MAX)
 _count = _int_range(1)
 _weight = _real_range(0.0, WEIGHT_MAX)
@@ -225,14 +236,19 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
         p.set_defaults(method="mskd")
     else:
         g.add_argument("--method", default=default_method,
-                       help="none | kd | fitnet | at | lsp | uniform | mskd "
-                            f"(default {default_method})")
+                       help="none | kd | fitnet | at | lsp | uniform | mskd | confidence | "
+                            f"degree | gate (default {default_method}; the last three are mskd "
+                            "with that --attention)")
     g.add_argument("--attention", default=None,
-                   help="teacher weights: node (per-node cosine softmax, default), global "
-                        "(the authors' one weight per teacher), uniform")
+                   help="teacher weights: node (per-node cosine softmax with the student, "
+                        "default), global (the authors' one weight per teacher), uniform; or "
+                        "from the teachers alone (docs/method.md): confidence (each teacher's "
+                        "certainty), degree (per degree bucket, fitted on validation), gate "
+                        "(learned per-node gate, fitted on validation); the fitted two are "
+                        "cross-fitted on halves of the validation nodes")
     g.add_argument("--tau", type=_real_range(1 / SCALE_MAX, SCALE_MAX), default=None,
-                   help="temperature of the node attention softmax (small = sharper), in "
-                        f"[{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
+                   help="temperature of the node, confidence and degree softmax (small = "
+                        f"sharper), in [{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
     g.add_argument("--schedule", default=None,
                    help="joint (all teachers every step, default) or sequential (the authors' "
                         "one teacher per phase, LSP only in each phase's warm-up). Sequential "
@@ -246,6 +262,9 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
     g.add_argument("--temperature", type=_real_range(1 / SCALE_MAX, SCALE_MAX), default=None,
                    help=f"KD temperature T, in [{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
     g.add_argument("--kernel", default=None, help="LSP kernel: l1 (default), rbf, linear, poly")
+    g.add_argument("--kernel-scale", type=_kernel_scale, default=None, metavar="S|auto",
+                   help="divisor of the l1 kernels' distances (default 100, the authors'); "
+                        "auto: each model's median per-edge distance of its matched hidden layer")
     g.add_argument("--student-layer", type=_ints_range(0), default=None, metavar="I[,I,...]",
                    help="student hidden layer (0-based) matched to each teacher's last hidden "
                         "layer: one value for all or one per teacher (default: spread over depth)")
@@ -482,6 +501,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             ("method", "method"), ("attention", "attention"), ("tau", "tau"),
             ("schedule", "schedule"), ("beta", "beta"), ("gamma", "gamma"),
             ("temperature", "temperature"), ("kernel", "kernel"),
+            ("kernel_scale", "kernel_scale"),
             ("student_layers", "student_layer"), ("teacher_layers", "teacher_layers"),
         ) if getattr(args, a) is not None}
         dist = dataclasses.replace(cfg.distill, **over)

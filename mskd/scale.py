@@ -34,7 +34,7 @@ from . import distributed
 from .config import ConfigError, ScaleConfig
 from .data import GraphDataset
 from .evaluate import evaluate_split
-from .losses import edge_log_structure, task_loss, with_self_loops
+from .losses import edge_log_structure, kernel_divisor, task_loss, with_self_loops
 from .sampling import SeedBatches
 from .targets import TeacherView
 from .train import Step
@@ -68,7 +68,8 @@ class CachedTeacherOutputs:
     batch, :class:`mskd.targets.TeacherView` objects for its seeds (the interface of
     :class:`mskd.distill.TeacherOutputs`)."""
 
-    def __init__(self, teachers: Sequence, graph, chunk_size: int, kernel: str | None) -> None:
+    def __init__(self, teachers: Sequence, graph, chunk_size: int, kernel: str | None,
+                 kernel_scale: float | str = 100.0) -> None:
         self.kernel = kernel
         self.logits, self.hidden = [], []
         for t in teachers:
@@ -76,6 +77,9 @@ class CachedTeacherOutputs:
             self.logits.append(z)
             self.hidden.append(h[-1])
             del h
+        # "auto": each teacher's median over the whole graph, not per batch.
+        self.scales = [kernel_divisor(kernel_scale, h, graph.edge_index) if kernel else 1.0
+                       for h in self.hidden]
         self.nbytes = sum(t.numel() * t.element_size() for t in (*self.logits, *self.hidden))
 
     def __call__(self, batch) -> list:
@@ -87,11 +91,11 @@ class CachedTeacherOutputs:
             # distributions are formed this step.
             ei = with_self_loops(batch.edge_index, n_id.numel())
             edge_index = ei[:, ei[1] < bs]
-        for z, h in zip(self.logits, self.hidden):
+        for z, h, scale in zip(self.logits, self.hidden, self.scales):
             view = TeacherView(z[n_id[:bs]], h[n_id[:bs]])
             if edge_index is not None:
                 view.edge_index = edge_index
-                view.log_p = edge_log_structure(h[n_id], edge_index, self.kernel)
+                view.log_p = edge_log_structure(h[n_id], edge_index, self.kernel, scale=scale)
             views.append(view)
         return views
 
@@ -171,7 +175,7 @@ def student_hooks(model: nn.Module, data: GraphDataset, scale: ScaleConfig, seed
     if objective.teachers:
         kernel = objective.cfg.kernel if objective.method.structure == "lsp" else None
         objective.outputs = CachedTeacherOutputs(objective.teachers, graph, scale.chunk_size,
-                                                 kernel)
+                                                 kernel, objective.cfg.kernel_scale)
         seeds = torch.arange(graph.num_nodes)
     else:
         seeds = graph.mask.nonzero().view(-1).cpu()

@@ -17,6 +17,7 @@ split is never looked at here.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import sys
 import time
@@ -150,6 +151,21 @@ def iterate_batches(graphs: Sequence[Data], batch_size: int, gen: torch.Generato
         yield Batch.from_data_list([graphs[j] for j in order[i : i + batch_size]])
 
 
+def gradient_shares(terms: dict[str, Tensor], params: Sequence[Tensor]) -> dict[str, float]:
+    """Each weighted loss term's gradient norm over ``params`` as a share of their sum: how
+    much of the update each term drives (the directions may partly cancel, so this is a share
+    of effort, not of the step). Keeps the graph for the real backward pass."""
+    norms = {}
+    for name, v in terms.items():
+        if not v.requires_grad:
+            norms[name] = 0.0
+            continue
+        grads = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+        norms[name] = math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+    total = sum(norms.values())
+    return {k: (n / total if total > 0 else 0.0) for k, n in norms.items()}
+
+
 def fit(
     model: nn.Module,
     data: GraphDataset,
@@ -163,6 +179,7 @@ def fit(
     batches: Callable[[int], Iterable[Any]] | None = None,
     forward: Callable[[Any, int], tuple[Tensor, Step]] | None = None,
     validate: Callable[[], tuple[float, float]] | None = None,
+    grad_every: int = 0,
 ) -> FitResult:
     """Train ``model`` on ``data``'s train split, select on validation, restore the best weights.
 
@@ -171,6 +188,11 @@ def fit(
     epoch's batches, ``forward(batch, epoch)`` returns the task loss and the :class:`Step` the
     terms see, and ``validate()`` returns (metric, loss) on the validation split. Left out, each
     is the whole-graph version.
+
+    With ``grad_every`` > 0, every ``grad_every``-th epoch (from the first) records in the history
+    each term's share of the gradient at its first step: ``grad_share_<name>`` = the norm of the
+    weighted term's gradient over the parameters divided by the sum of those norms (one more
+    backward pass per term on those steps; the update itself is unchanged).
     """
     params = list(model.parameters()) + [p for m in extra_modules for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -247,6 +269,7 @@ def fit(
         for m in extra_modules:
             m.train()
         sums: dict[str, float] = {}
+        shares: dict[str, float] = {}
         steps = 0
         epoch_batches = (batches(epoch) if batches is not None
                          else iterate_batches(data.splits["train"], cfg.batch_size, gen))
@@ -258,12 +281,14 @@ def fit(
             else:
                 loss, step = forward(g, epoch)
             parts = {"task": loss}
+            weighted = {"task": loss}
             for t in terms:
                 w = t.weight_at(epoch)
                 if w == 0.0:
                     continue  # a zero-weight term costs nothing: it is not even computed
                 v = t.fn(step)
                 parts[t.name] = v
+                weighted[t.name] = w * v
                 loss = loss + w * v
             for name, v in parts.items():
                 if not torch.isfinite(v):
@@ -272,6 +297,8 @@ def fit(
             if not torch.isfinite(loss):
                 # Every term finite, their weighted sum not: a weight times a large term.
                 stop(f"the weighted total loss is {loss.item()}", epoch)
+            if grad_every and steps == 0 and (epoch - 1) % grad_every == 0 and len(parts) > 1:
+                shares = gradient_shares(weighted, params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -283,7 +310,7 @@ def fit(
             stop(f"parameter {bad!r} became non-finite", epoch)
         val, val_loss = validate() if validate is not None else evaluate_split(model, data, "val")
         rec = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "val": val,
-               "val_loss": val_loss}
+               "val_loss": val_loss, **{f"grad_share_{k}": v for k, v in shares.items()}}
         history.append(rec)
         if (val, -val_loss) > (best[0], -best[1]):
             best = (val, val_loss)

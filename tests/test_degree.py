@@ -201,3 +201,21 @@ def test_missing_matplotlib_is_a_one_line_error(degree_run, tmp_path, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install" in err[0] and "matplotlib" in err[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_degree_scores_the_teachers_ensembles(degree_run) -> None:
+    rec = json.loads((degree_run / "degree.json").read_text())
+    ens = {e["name"]: e for e in rec["ensembles"]}
+    assert list(ens) == ["teacher-1", "teacher-2", "uniform", "confidence", "degree", "gate",
+                         "oracle (any teacher right)"]
+    models = {m["name"]: m for m in rec["models"]}
+    for e in ens.values():
+        assert len(e["buckets"]) == len(rec["buckets"])
+        assert 0.0 <= e["val"] <= 1.0 and 0.0 <= e["test"] <= 1.0
+    # A teacher's row is that teacher: the same per-bucket scores as in the models table.
+    assert ens["teacher-2"]["buckets"] == models["teacher-2"]["mean"]
+    oracle = ens["oracle (any teacher right)"]
+    for split in ("val", "test"):
+        assert oracle[split] >= max(ens["teacher-1"][split], ens["teacher-2"][split])
+    md = (degree_run / "degree.md").read_text()
+    assert "Headroom" in md and "| oracle (any teacher right)" in md

@@ -31,6 +31,7 @@ LAYERS = (
     "inference",
     "evaluate",
     "models",
+    "selection",
     "train",
     "targets",
     "scale",

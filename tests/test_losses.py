@@ -421,3 +421,28 @@ def test_lsp_keeps_no_per_edge_feature_tensor_for_backward() -> None:
     assert h_s.grad is not None and h_s.grad.abs().sum() > 0
     # Saved for backward: node-sized tensors and per-edge scalars, never [E', width] rows.
     assert not [s for s in saved if len(s) == 2 and s[1] == width and s[0] != n]
+
+
+def test_median_edge_distance_and_kernel_divisor() -> None:
+    from mskd.losses import kernel_divisor, median_edge_distance
+
+    h = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 3.0], [5.0, 5.0]])
+    # Edges 0->1 (1), 1->2 (3), 2->3 (6) and a self loop 3->3 that must not count.
+    ei = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 3]])
+    assert median_edge_distance(h, ei) == 3.0
+    assert kernel_divisor("auto", h, ei) == 3.0 and kernel_divisor(100.0, h, ei) == 100.0
+    assert median_edge_distance(h, torch.tensor([[2], [2]])) == 1.0  # only self loops
+
+
+def test_median_scale_keeps_neighbours_distinguishable_where_100_flattens_them() -> None:
+    from mskd.losses import kernel_divisor, local_structure
+
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(40, 16, generator=gen) * 0.1  # L1 distances around 1, as on Cora
+    ei = torch.randint(0, 40, (2, 200), generator=gen)
+    for scale, flat in ((100.0, True), (kernel_divisor("auto", h, ei), False)):
+        loops, log_p = local_structure(h, ei, scale=scale)
+        deg = torch.bincount(loops[1], minlength=40).float()
+        # Largest gap between an edge's probability and the uniform 1/deg of its target node.
+        gap = float((log_p.exp() - 1 / deg[loops[1]]).abs().max())
+        assert (gap < 0.01) if flat else (gap > 0.05), (scale, gap)

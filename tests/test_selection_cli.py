@@ -1,0 +1,65 @@
+"""Teacher-side selection, --kernel-scale and the gradient shares, end to end on tiny graphs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import cli_error
+
+from mskd.cli import main
+
+
+def test_gate_with_auto_kernel_scale_records_scales_and_gradient_shares(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(["distill", "--dataset", str(tiny_npz), "--method", "gate", "--kernel-scale", "auto",
+                 "--teacher-depths", "1,2", "--epochs", "12", "--patience", "12",
+                 "--out", str(out), "--quiet", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    s = json.loads((out / "results.json").read_text())["student"]
+    assert s["attention"] == "gate" and s["settings"]["kernel_scale"] == "auto"
+    scales = s["teacher_kernel_scales"]
+    assert len(scales) == 2 and all(0 < v != 100.0 for v in scales)
+    by_epoch = {h["epoch"]: h for h in s["history"]}
+    for e in (1, 11):
+        shares = [by_epoch[e][f"grad_share_{t}"] for t in ("task", "lsp", "kd")]
+        assert all(0.0 <= v <= 1.0 for v in shares)
+        assert sum(shares) == pytest.approx(1.0, abs=1e-5)  # each rounded to 6 places
+    assert not any(k.startswith("grad_share") for k in by_epoch[2])
+    # Gate weights are fitted per node: they are not all equal.
+    assert len(s["mean_attention"]) == 2 and s["mean_attention"][0] != pytest.approx(0.5)
+
+
+def test_auto_and_fixed_scales_give_different_structure_losses(tiny_npz, tmp_path, capsys):
+    lsp = {}
+    for scale in ("100", "auto"):
+        out = tmp_path / scale
+        assert main(["distill", "--dataset", str(tiny_npz), "--method", "lsp", "--kernel-scale", scale,
+                     "--teachers", str(tmp_path / "t"), "--teacher-depths", "1",
+                     "--epochs", "2", "--patience", "2", "--out", str(out), "--quiet",
+                     "--device", "cpu"]) == 0, capsys.readouterr().err
+        lsp[scale] = json.loads((out / "results.json").read_text())["student"]["history"][0]["lsp"]
+    # The hidden distances here are far below 100: the divisor of 100 flattens both sides'
+    # neighbour distributions, the median does not (tests/test_losses.py checks that directly).
+    assert lsp["auto"] > lsp["100"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--kernel-scale", "auto", "--kernel", "rbf"], "--kernel rbf has none"),
+    (["--kernel-scale", "0"], "expected 'auto' or a finite number"),
+    (["--kernel-scale", "nan"], "expected 'auto' or a finite number"),
+    (["--attention", "magic"], "unknown attention 'magic'"),
+])
+def test_bad_selection_flags_are_one_line_errors(tiny_npz, tmp_path, capsys, argv, says):
+    line = cli_error(capsys, ["distill", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
+                              "--quiet", *argv])
+    assert says in line
+
+
+def test_fitted_selection_on_an_inductive_dataset_is_refused_before_training(ppi_root, tmp_path,
+                                                                              capsys):
+    root, _ = ppi_root
+    line = cli_error(capsys, ["run", "--dataset", "ppi", "--data-root", str(root), "--attention",
+                              "degree", "--out", str(tmp_path / "o"), "--quiet"])
+    assert "inductive" in line and "--attention confidence" in line
+    assert not (tmp_path / "o" / "teachers").exists()
