@@ -9,6 +9,7 @@ and every test runs with a temporary working directory (``runs/`` defaults land 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-# The shared, read-only data folder: a sibling of the clone (../shared/data), here and in CI.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The shared, read-only data folder: $MSKD_DATA_ROOT as the README's test command sets it, else a
+# sibling of the clone (../shared/data), here and in CI. Read once at import, before
+# hermetic_env points MSKD_DATA_ROOT at an empty folder for the code under test.
+SHARED_DATA = Path(os.environ.get("MSKD_DATA_ROOT") or
+                   Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 
 PPI_SPLITS = {"train": range(1, 21), "valid": range(21, 23), "test": range(23, 25)}
 PPI_FEATURES, PPI_LABELS = 50, 121
@@ -59,8 +63,10 @@ def cache_dir(hermetic_env) -> Path:
 
 @pytest.fixture
 def shared_data() -> Path:
+    """The offline datasets ($MSKD_DATA_ROOT, else ../shared/data); skips the test without them."""
     if not (SHARED_DATA / "Planetoid" / "Cora" / "raw").is_dir():
-        pytest.skip(f"shared data folder with Planetoid/Cora/raw not found at {SHARED_DATA}")
+        pytest.skip(f"shared data folder with Planetoid/Cora/raw not found at {SHARED_DATA} "
+                    "(set MSKD_DATA_ROOT)")
     return SHARED_DATA
 
 

@@ -17,8 +17,11 @@ from conftest import make_graph
 
 from mskd.cli import main
 from mskd.config import RunConfig, preset
-from mskd.data import DATASETS
+from mskd.data import DATASETS, load_npz
+from mskd.evaluate import evaluate_split
 from mskd.models import GNN, count_parameters
+from mskd.runs import load_checkpoint
+from mskd.targets import model_from_checkpoint
 
 EPOCHS = 20
 
@@ -60,9 +63,14 @@ def test_run_writes_results(finished_run, capsys) -> None:
     assert cfg.teachers == preset("npz").teachers and cfg.student == preset("npz").student
 
     assert [t["layers"] for t in rec["teachers"]] == [1, 2, 3]
+    data = load_npz(npz)
     for t in rec["teachers"]:
         assert t["params"] == count_parameters(GNN(16, 3, cfg.teacher(t["layers"])))
-        assert 0.0 <= t["val"] <= 1.0 and 0.0 <= t["test"] <= 1.0
+        # The recorded scores are those of the saved teacher.
+        path = out / "teachers" / f"teacher-{t['layers']}.pt"
+        model = model_from_checkpoint(load_checkpoint(path))
+        assert (t["val"], t["test"]) == pytest.approx(
+            (evaluate_split(model, data, "val")[0], evaluate_split(model, data, "test")[0]))
         assert 1 <= t["best_epoch"] <= EPOCHS
     student = rec["student"]
     assert student["method"] == "mskd"

@@ -174,8 +174,11 @@ def test_compare_writes_the_schema(finished_compare, capsys) -> None:
     assert [r["name"] for r in rec["rows"]] == ["teacher-1", "teacher-2", "none", "kd"]
     for r in rec["rows"]:
         assert ROW_KEYS <= set(r)
-        assert 0.0 <= r["val_mean"] <= 1.0 and 0.0 <= r["test_mean"] <= 1.0
-        assert r["val_std"] >= 0.0 and r["test_std"] >= 0.0
+        cells = [c for c in rec["per_seed"] if c["name"] == r["name"]]
+        assert sorted(c["seed"] for c in cells) == [0, 1]
+        for split in ("val", "test"):
+            assert (r[f"{split}_mean"], r[f"{split}_std"]) == pytest.approx(
+                mean_std([c[split] for c in cells]))
         assert r["infer_s"] > 0.0 and r["train_s"] > 0.0 and r["params"] > 0
     kinds = {r["name"]: (r["kind"], r["method"], r["layers"]) for r in rec["rows"]}
     assert kinds["teacher-2"] == ("teacher", None, 2) and kinds["kd"] == ("student", "kd", 2)

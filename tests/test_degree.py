@@ -88,6 +88,11 @@ def test_bucket_scores_on_hand_made_logits() -> None:
 # --- command line --------------------------------------------------------------------------------
 
 
+def _pooled(scores: list[float], buckets: list[dict]) -> float:
+    """The accuracy of all nodes from the accuracies of the buckets."""
+    return sum(v * b["nodes"] for v, b in zip(scores, buckets)) / sum(b["nodes"] for b in buckets)
+
+
 @pytest.fixture(scope="module")
 def degree_run(tmp_path_factory) -> Path:
     """``mskd degree`` training a one-seed comparison (teachers 1, 2; none and mskd)."""
@@ -112,9 +117,13 @@ def test_degree_writes_tables_plot_and_attention(degree_run) -> None:
     los = [b["lo"] for b in rec["buckets"]]
     assert all(h + 1 == lo for h, lo in zip(his, los[1:]))
     assert [m["name"] for m in rec["models"]] == ["teacher-1", "teacher-2", "none", "mskd"]
+    # Accuracy is a mean over nodes: the buckets' scores, weighed by their sizes, are each
+    # model's test score in the comparison (one seed).
+    tests = {r["name"]: r["test_mean"]
+             for r in json.loads((out / "compare.json").read_text())["rows"]}
     for m in rec["models"]:
         assert len(m["mean"]) == len(rec["buckets"])
-        assert all(v is None or 0.0 <= v <= 1.0 for v in m["mean"])
+        assert _pooled(m["mean"], rec["buckets"]) == pytest.approx(tests[m["name"]])
     att = rec["attention"]
     assert att["teachers"] == ["teacher-1", "teacher-2"] and "post-training" in att["note"]
     assert all(sum(row) == pytest.approx(1.0) for row in att["mean"])
@@ -209,9 +218,13 @@ def test_degree_scores_the_teachers_ensembles(degree_run) -> None:
     assert list(ens) == ["teacher-1", "teacher-2", "uniform", "confidence", "degree", "gate",
                          "oracle (any teacher right)"]
     models = {m["name"]: m for m in rec["models"]}
+    rows = {r["name"]: r for r in json.loads((degree_run / "compare.json").read_text())["rows"]}
     for e in ens.values():
         assert len(e["buckets"]) == len(rec["buckets"])
-        assert 0.0 <= e["val"] <= 1.0 and 0.0 <= e["test"] <= 1.0
+        assert _pooled(e["buckets"], rec["buckets"]) == pytest.approx(e["test"])
+    for t in ("teacher-1", "teacher-2"):  # a teacher alone scores as in its comparison cell
+        assert (ens[t]["val"], ens[t]["test"]) == pytest.approx(
+            (rows[t]["val_mean"], rows[t]["test_mean"]))
     # A teacher's row is that teacher: the same per-bucket scores as in the models table.
     assert ens["teacher-2"]["buckets"] == models["teacher-2"]["mean"]
     oracle = ens["oracle (any teacher right)"]
