@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .attention import teacher_weights
-from .config import SEED_MAX, ConfigError, RunConfig
+from .config import SEED_MAX, ConfigError, RunConfig, teacher_names
 from .data import GraphDataset
 from .distill import METHODS, check_data, scheduled, train_student
 from .distill import validate as validate_distill
@@ -458,8 +458,12 @@ def degree_analysis(
     if nb < n_buckets:
         log(f"degree ties: {nb} distinct buckets instead of {n_buckets}")
     sizes = torch.bincount(bucket, minlength=nb).tolist()
-    depths = sorted(t.hidden_layers for t in base.teachers)
-    names = [f"teacher-{d}" for d in depths] + list(methods)
+    # In the order the students see them (by depth; the sort is stable).
+    tnames = [n for _, n in sorted(zip(base.teachers, teacher_names(base.teachers)),
+                                   key=lambda p: p[0].hidden_layers)]
+    layers_of = dict(zip(teacher_names(base.teachers),
+                         (t.hidden_layers for t in base.teachers)))
+    names = tnames + list(methods)
     per_seed: dict[str, list[list[float | None]]] = {n: [] for n in names}
     attention: list[torch.Tensor] = []
     ens: dict[str, dict[str, list]] = {}
@@ -467,15 +471,14 @@ def degree_analysis(
         sdir = out / f"seed{seed}"
         t_logits = []
         full: dict[str, list[list[torch.Tensor]]] = {"test": [], "val": []}
-        for d in depths:
-            model = _load_model(sdir / "teachers" / f"teacher-{d}.pt", dev_data, device)
+        for tn in tnames:
+            model = _load_model(sdir / "teachers" / f"{tn}.pt", dev_data, device)
             z, y = _test_logits(model, parts)
             t_logits.append(z)
-            per_seed[f"teacher-{d}"].append(bucket_scores(y, z, bucket, nb, data.task))
+            per_seed[tn].append(bucket_scores(y, z, bucket, nb, data.task))
             for split, per_teacher in full.items():
                 per_teacher.append(_full_logits(model, dev_data.splits[split]))
-        rows = _ensemble_rows(full, dev_data, [f"teacher-{d}" for d in depths],
-                              base.distill.tau, seed)
+        rows = _ensemble_rows(full, dev_data, tnames, base.distill.tau, seed)
         y_test = torch.cat([g.y[nodes] for g, nodes, _ in parts]).cpu()
         for name, (z_test, z_val) in rows.items():
             r = ens.setdefault(name, {"val": [], "test": [], "buckets": []})
@@ -497,8 +500,8 @@ def degree_analysis(
     for n in names:
         runs = per_seed[n]
         means, stds = _bucket_mean_std(runs, nb)
-        models.append({"name": n, "kind": "teacher" if n.startswith("teacher-") else "student",
-                       "layers": int(n.split("-")[1]) if n.startswith("teacher-") else None,
+        models.append({"name": n, "kind": "teacher" if n in layers_of else "student",
+                       "layers": layers_of.get(n),
                        "mean": means, "std": stds,
                        "per_seed": runs})
     rec: dict[str, Any] = {
@@ -515,7 +518,7 @@ def degree_analysis(
         stacked = torch.stack(attention)  # [seeds, B, K]
         rec["attention"] = {
             "note": ATTENTION_NOTE, "tau": base.distill.tau,
-            "teachers": [f"teacher-{d}" for d in depths],
+            "teachers": tnames,
             "mean": stacked.mean(0).tolist(),
             "std": (stacked.std(0, unbiased=True) if len(attention) > 1
                     else torch.zeros_like(stacked[0])).tolist(),

@@ -206,9 +206,6 @@ class RunConfig:
             raise ConfigError("at least one teacher is required")
         for m in (*self.teachers, self.student):
             m.validate()
-        depths = [t.hidden_layers for t in self.teachers]
-        if len(set(depths)) != len(depths):
-            raise ConfigError(f"teacher depths must be distinct, got {depths}")
         self.teacher_train.validate()
         self.student_train.validate()
 
@@ -249,6 +246,30 @@ class RunConfig:
             )
         except (KeyError, TypeError) as e:
             raise ConfigError(f"malformed config: {e}") from None
+
+
+def teacher_names(teachers: tuple[ModelConfig, ...]) -> list[str]:
+    """The name of each teacher, which is also its checkpoint's stem: ``teacher-L`` by depth;
+    ``teacher-ARCH-L`` when the teachers mix architectures; a repeated (architecture, depth)
+    gets ``-r1``, ``-r2``, ... (replicas trained from other seeds, :func:`teacher_replicas`)."""
+    mixed = len({t.arch for t in teachers}) > 1
+    names = []
+    for t, r in zip(teachers, teacher_replicas(teachers)):
+        base = f"teacher-{t.arch}-{t.hidden_layers}" if mixed else f"teacher-{t.hidden_layers}"
+        names.append(base if r == 0 else f"{base}-r{r}")
+    return names
+
+
+def teacher_replicas(teachers: tuple[ModelConfig, ...]) -> list[int]:
+    """How many teachers of the same architecture and depth come before each one (0 for the
+    first): a plain ensemble of one depth is ``--teacher-depths 2,2,2``."""
+    seen: dict[tuple[str, int], int] = {}
+    out = []
+    for t in teachers:
+        key = (t.arch, t.hidden_layers)
+        out.append(seen.get(key, 0))
+        seen[key] = out[-1] + 1
+    return out
 
 
 def with_depths(base: ModelConfig, depths: tuple[int, ...]) -> tuple[ModelConfig, ...]:

@@ -256,8 +256,10 @@ def teacher_cache_file(teachers: Sequence[TrainedModel], kernel: str | None) -> 
     dirs = {t.path.parent for t in teachers if t.path is not None}
     if len(dirs) != 1 or any(t.path is None for t in teachers):
         return None
-    depths = "-".join(str(t.layers) for t in teachers)
-    return dirs.pop() / "cache" / f"outputs-t{depths}-{kernel or 'none'}.pt"
+    # The teachers' names without "teacher-": "1-2-3" by depth as before, replicas and mixed
+    # architectures included.
+    names = "-".join(t.name.removeprefix("teacher-") for t in teachers)
+    return dirs.pop() / "cache" / f"outputs-t{names}-{kernel or 'none'}.pt"
 
 
 class TeacherOutputs:

@@ -17,7 +17,7 @@ from .config import ARCHS, INPUT_DROPOUTS, SEED_MAX, RunConfig, preset, with_dep
 from .convs import CONVS
 from .data import canonical_name
 from .distill import METHODS
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +97,17 @@ def _real_range(low: float, high: float, low_open: bool = False) -> Callable[[st
 
 
 _seconds = _real_range(0.0, math.inf)
+TEACHER_ARCHS = ("gat", "gcn", "sage")
+
+
+def _teacher_archs(text: str) -> tuple[str, ...]:
+    archs = tuple(a.strip() for a in text.split(",") if a.strip())
+    bad = [a for a in archs if a not in TEACHER_ARCHS]
+    if bad or not archs:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated architectures from {', '.join(TEACHER_ARCHS)}, got "
+            f"{text!r}")
+    return archs
 
 
 def _kernel_scale(text: str) -> float | str:
@@ -186,7 +197,13 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 def _add_model_args(g) -> None:
     """The architecture overrides of the preset (run, distill, teachers, compare and bench)."""
     g.add_argument("--teacher-depths", type=_depths, default=None, metavar="L1,L2,...",
-                   help="hidden layers of each teacher (default: the preset's, 1,2,3)")
+                   help="hidden layers of each teacher (default: the preset's, 1,2,3); a "
+                        "repeated depth adds a replica trained from another seed (2,2,2: a plain "
+                        "ensemble of one depth)")
+    g.add_argument("--teacher-archs", type=_teacher_archs, default=None, metavar="A1,A2,...",
+                   help="architecture of each teacher, one for all or one per teacher, after "
+                        "--arch: gat, gcn, sage (e.g. gat,gcn,sage with depths 1,2,3 for more "
+                        "diverse teachers)")
     g.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default: the preset's, gat)")
     g.add_argument("--student-arch", choices=ARCHS, default=None,
@@ -492,6 +509,13 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                                                                    arch=args.student_arch))
     if args.teacher_depths:
         teachers = with_depths(teachers[0], args.teacher_depths)
+    archs = getattr(args, "teacher_archs", None)
+    if archs:
+        if len(archs) not in (1, len(teachers)):
+            raise ConfigError(f"--teacher-archs needs 1 or {len(teachers)} values (one per "
+                              f"teacher), got {len(archs)}")
+        archs = archs * len(teachers) if len(archs) == 1 else archs
+        teachers = tuple(dataclasses.replace(t, arch=a) for t, a in zip(teachers, archs))
     cfg = dataclasses.replace(cfg, teachers=teachers)
     cfg = _scale_config(args, cfg)
     if hasattr(args, "method"):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from . import scale
-from .config import ModelConfig, RunConfig, TrainConfig
+from .config import ModelConfig, RunConfig, TrainConfig, teacher_names, teacher_replicas
 from .data import GraphDataset
 from .models import GNN, count_parameters
 from .runs import CheckpointError, RunLock, load_checkpoint, resume_path, save_checkpoint
@@ -28,9 +28,10 @@ from .targets import (
 from .train import Resume, fit, seed_everything
 
 
-def teacher_seed(seed: int, layers: int) -> int:
-    # Independent of which other teachers exist, so a reused teacher equals a retrained one.
-    return seed * 1000 + layers
+def teacher_seed(seed: int, layers: int, replica: int = 0) -> int:
+    # Independent of which other teachers exist, so a reused teacher equals a retrained one;
+    # depths stay below 100 (options: at most 64), so replicas never meet another depth's seed.
+    return seed * 1000 + layers + 100 * replica
 
 
 def _reuse(path: Path, cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
@@ -73,10 +74,10 @@ def load_trained_teachers(run: RunConfig, data: GraphDataset, teacher_dir: Path,
 def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh):
     teachers = []
     dev_data = data.to(device)
-    for cfg in run.teachers:
-        name = f"teacher-{cfg.hidden_layers}"
+    for cfg, name, replica in zip(run.teachers, teacher_names(run.teachers),
+                                  teacher_replicas(run.teachers)):
         path = teacher_dir / f"{name}.pt"
-        seed = teacher_seed(run.seed, cfg.hidden_layers)
+        seed = teacher_seed(run.seed, cfg.hidden_layers, replica)
         if path.exists() and not fresh:
             payload = _reuse(path, cfg, run.teacher_train, seed, data)
             model = model_from_checkpoint(payload, path).to(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import cli_error
 
 from mskd.cli import main
@@ -63,3 +64,35 @@ def test_fitted_selection_on_an_inductive_dataset_is_refused_before_training(ppi
                               "degree", "--out", str(tmp_path / "o"), "--quiet"])
     assert "inductive" in line and "--attention confidence" in line
     assert not (tmp_path / "o" / "teachers").exists()
+
+
+def test_replicas_and_mixed_architectures_are_named_seeded_and_cached_apart(tiny_npz, tmp_path,
+                                                                              capsys):
+    from mskd.config import teacher_names
+    from mskd.options import build_parser, resolve_config
+
+    out = tmp_path / "rep"
+    assert main(["distill", "--dataset", str(tiny_npz), "--method", "uniform",
+                 "--teacher-depths", "1,1", "--epochs", "2", "--patience", "2",
+                 "--out", str(out), "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    s = json.loads((out / "results.json").read_text())["student"]
+    assert s["teachers_used"] == ["teacher-1", "teacher-1-r1"]
+    a = torch.load(out / "teachers" / "teacher-1.pt", weights_only=False)
+    b = torch.load(out / "teachers" / "teacher-1-r1.pt", weights_only=False)
+    assert a["seed"] != b["seed"]  # a replica is another draw, not a copy
+    assert (out / "teachers" / "cache" / "outputs-t1-1-r1-l1.pt").exists()
+    args = build_parser().parse_args(["run", "--dataset", str(tiny_npz), "--teacher-archs",
+                                      "gat,gcn,sage"])
+    cfg = resolve_config(args)
+    assert [t.arch for t in cfg.teachers] == ["gat", "gcn", "sage"]
+    assert teacher_names(cfg.teachers) == ["teacher-gat-1", "teacher-gcn-2", "teacher-sage-3"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--teacher-archs", "gat,gcn"], "--teacher-archs needs 1 or 3 values"),
+    (["--teacher-archs", "gat,mlp,gcn"], "expected comma-separated architectures"),
+])
+def test_bad_teacher_archs_are_one_line_errors(tiny_npz, tmp_path, capsys, argv, says):
+    line = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
+                              "--quiet", *argv])
+    assert says in line
