@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issues 19 and 20: per dataset, the 5-seed comparison of the GAT student trained alone, with
+# kd, uniform averaging, the paper's node attention (mskd) and the teacher-side selection modes
+# (confidence, degree, gate); the headroom analysis of the same teachers (mskd degree); the MLP
+# student with none, kd, uniform and mskd on the *same* teachers; with AUTO=1, lsp and mskd
+# with --kernel-scale auto on the same teachers again; with CONTROL=1, the same-depth control:
+# three 2-layer teachers from different seeds (--teacher-depths 2,2,2, a plain ensemble; the
+# first is the main comparison's teacher-2) distilled with uniform and mskd, and its headroom.
+# Resumable: rerun the same command and finished cells are kept.
+#
+# Usage: benchmarks/selection.sh OUT_ROOT DATASET...
+#   e.g. MSKD_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 bash benchmarks/selection.sh runs/r19 cora
+# Amazon and Coauthor run with --patience 50, as in benchmarks/reproduce.sh.
+set -euo pipefail
+root=${1:?usage: selection.sh OUT_ROOT DATASET...}; shift
+seeds=${SEEDS:-0-4}
+# The teachers of OUT/D are copied into the other comparisons of D before they start, so every
+# student of a seed learns from the same teacher checkpoints (mskd reuses a matching checkpoint).
+share_teachers() {
+  local from=$1 to=$2
+  for s in "$from"/seed*/teachers; do
+    local dest=$to/$(basename "$(dirname "$s")")/teachers
+    [ -e "$dest" ] && continue
+    mkdir -p "$dest"
+    cp "$s"/teacher-*.pt "$dest"/
+  done
+}
+for ds in "$@"; do
+  extra=()
+  case $ds in amazon-*|coauthor-*) extra=(--patience 50);; esac
+  out=$root/$ds
+  start=$(date +%s)
+  mskd compare --dataset "$ds" --seeds "$seeds" --out "$out" "${extra[@]}" \
+    --methods none,kd,uniform,mskd,confidence,degree,gate
+  mskd degree --run "$out" --no-plot
+  share_teachers "$out" "$out-mlp"
+  mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlp" "${extra[@]}" \
+    --student-arch mlp --methods none,kd,uniform,mskd
+  if [ "${AUTO:-0}" = 1 ]; then
+    share_teachers "$out" "$out-auto"
+    mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-auto" "${extra[@]}" \
+      --kernel-scale auto --methods lsp,mskd
+  fi
+  if [ "${CONTROL:-0}" = 1 ]; then
+    for t in "$out"/seed*/teachers/teacher-2.pt; do
+      dest=$out-same2/$(basename "$(dirname "$(dirname "$t")")")/teachers
+      [ -e "$dest/teacher-2.pt" ] || { mkdir -p "$dest"; cp "$t" "$dest/"; }
+    done
+    mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-same2" "${extra[@]}" \
+      --teacher-depths 2,2,2 --methods uniform,mskd
+    mskd degree --run "$out-same2" --no-plot
+  fi
+  echo "$ds: done in $(( $(date +%s) - start )) s (cells already finished are not rerun)"
+done
