@@ -25,7 +25,7 @@ import torch
 from . import distributed
 from .config import ConfigError, RunConfig
 from .data import GraphDataset, load_dataset
-from .distill import check_data
+from .distill import METHODS, check_data
 from .errors import MskdError, RunDirError, UsageError
 from .models import set_default_conv
 from .options import build_parser, resolve_config
@@ -36,6 +36,7 @@ from .runs import (
     move_aside,
     new_run_dir,
     write_json,
+    write_text,
 )
 from .targets import TrainedModel
 
@@ -70,7 +71,11 @@ def compare(dataset: str, *, seeds: str | Sequence[int], methods: str | Sequence
     other ``options`` as for :func:`run`. Returns the ``compare.json`` record.
     """
     args = parse("compare", dataset=dataset, seeds=seeds, methods=methods, out=out, **options)
-    out_dir = compare_args(args, args.seeds, args.methods, args.plot)[1]
+    rec, out_dir = compare_args(args, args.seeds, args.methods)[:2]
+    if args.plot:
+        from .plots import plot_compare
+
+        draw_figure(plot_compare, rec, out_dir / "compare.png")
     return _written(out_dir / "compare.json")
 
 
@@ -302,19 +307,16 @@ def compare_out(args: argparse.Namespace, dataset_name: str) -> Path:
     return ensure_dir(Path(args.out) if args.out else Path("runs") / dataset_name / "compare")
 
 
-def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str, want_plot: bool
+def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str
                  ) -> tuple[dict, Path, RunConfig, GraphDataset, list[str], torch.device]:
     """Parse, validate, load and run (or resume) a comparison: (record, out, config, data,
     methods, device)."""
     from .comparison import parse_methods, parse_seeds, run_compare, validate_methods
-    from .plots import require_matplotlib
     from .train import resolve_device
 
     seeds, methods = parse_seeds(seeds_text), parse_methods(methods_text)
     cfg = resolve_config(args)
     validate_methods(cfg, methods)
-    if want_plot:
-        require_matplotlib()  # fail now, not after hours of training
     device = resolve_device(args.device)
     data = load_data(args, cfg)
     out = compare_out(args, data.name)
@@ -322,3 +324,73 @@ def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str, w
                       teacher_cache=not args.no_teacher_cache,
                       checkpoint_every=args.checkpoint_every, fresh=args.force)
     return rec, out, cfg, data, methods, device
+
+
+def degree_args(args: argparse.Namespace) -> tuple[dict, Path]:
+    """``mskd degree`` on parsed arguments: the analysis of a finished comparison (``--run``) or
+    of one run (or resumed) first, written to ``OUT/degree.{json,md}``; (record, OUT). The figure
+    is left to the caller (:func:`draw_figure`): the analysis never depends on it."""
+    from .comparison import (
+        SettingsMismatch,
+        degree_analysis,
+        degree_markdown,
+        existing_seeds_methods,
+        load_settings,
+        parse_methods,
+        parse_seeds,
+    )
+    from .train import resolve_device
+
+    log = stderr_log(args.quiet)
+    if args.run:
+        out = Path(args.run)
+        if not out.is_dir():
+            raise RunDirError(f"comparison directory not found: {out}")
+        _refuse_degree_overwrite(out, args.force)
+        cfg = RunConfig.from_dict(load_settings(out)["config"])
+        seeds, methods = existing_seeds_methods(out)
+        seeds = parse_seeds(args.seeds) if args.seeds else seeds
+        methods = parse_methods(args.methods) if args.methods else methods
+        device = resolve_device(args.device)
+        data = load_dataset(cfg.dataset, args.data_root, split_seed=cfg.split_seed)
+        log(data.summary())
+    else:
+        if args.dataset is None:
+            raise UsageError("give --dataset (train or resume a comparison) or --run DIR")
+        if args.out:
+            _refuse_degree_overwrite(Path(args.out), args.force)  # before any training
+        try:
+            _, out, cfg, data, methods, device = compare_args(
+                args, args.seeds or "0-4", args.methods or ",".join(METHODS))
+        except SettingsMismatch as e:
+            # The usual case: a comparison made with non-default flags (e.g. --patience 50),
+            # analysed later without repeating them. --run reads them from the directory.
+            raise SettingsMismatch(f"{e}; or analyse it with its own settings: "
+                                   f"mskd degree --run {args.out or 'DIR'}") from None
+        seeds = parse_seeds(args.seeds or "0-4")
+        _refuse_degree_overwrite(out, args.force)  # the default OUT is known only now
+    rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log)
+    write_json(out / "degree.json", rec)
+    write_text(out / "degree.md", degree_markdown(rec))
+    return rec, out
+
+
+def _refuse_degree_overwrite(out: Path, force: bool) -> None:
+    found = [n for n in ("degree.json", "degree.md", "degree.png") if (out / n).exists()]
+    if found and not force:
+        raise RunDirError(
+            f"{out} already holds a degree analysis ({', '.join(found)}); it is kept. Replace it "
+            f"with --force (mskd degree --run {out} --force retrains nothing)"
+        )
+
+
+def draw_figure(draw: Callable[[dict, Path], Path], rec: dict, path: Path) -> bool:
+    """Draw ``rec`` into ``path`` with ``draw`` (a :mod:`mskd.plots` function); without
+    matplotlib print on stderr the one line saying the figure was skipped and why, whatever
+    ``--quiet`` says, since a file the user expects is missing. True when drawn."""
+    from .plots import draw_if_possible
+
+    skipped = draw_if_possible(draw, rec, path)
+    if skipped is not None:
+        print(f"mskd: {skipped}", file=sys.stderr, flush=True)
+    return skipped is None

@@ -21,18 +21,18 @@ from pathlib import Path
 from . import distributed
 from .api import (
     compare_args,
+    degree_args,
+    draw_figure,
     load_data,
     prepare_out,
     run_args,
     select_conv,
     stderr_log,
 )
-from .config import RunConfig
 from .data import DATASETS, load_dataset
-from .distill import METHODS
-from .errors import CheckpointError, MskdError, RunDirError, UsageError
+from .errors import CheckpointError, MskdError, UsageError
 from .options import build_parser, resolve_config
-from .runs import load_checkpoint, write_json, write_text
+from .runs import load_checkpoint, write_json
 from .train import TrainingError
 
 EXIT_USAGE = 2
@@ -90,80 +90,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .plots import plot_compare
     from .report import compare_markdown
 
-    rec, out, *_ = compare_args(args, args.seeds, args.methods, args.plot)
+    rec, out, *_ = compare_args(args, args.seeds, args.methods)
     print(compare_markdown(rec["rows"], rec["metric"], rec["seeds"]), end="")
-    if args.plot:
-        from .plots import plot_compare
-        plot_compare(rec, out / "compare.png")
+    drawn = args.plot and draw_figure(plot_compare, rec, out / "compare.png")
     print(f"results in {out / 'compare.json'} (also compare.csv, compare.md"
-          f"{', compare.png' if args.plot else ''})")
+          f"{', compare.png' if drawn else ''})")
     return 0
 
 
 def cmd_degree(args: argparse.Namespace) -> int:
-    from .comparison import (
-        SettingsMismatch,
-        degree_analysis,
-        degree_markdown,
-        existing_seeds_methods,
-        load_settings,
-        parse_methods,
-        parse_seeds,
-    )
-    from .plots import plot_degree, require_matplotlib
-    from .train import resolve_device
+    from .comparison import degree_markdown
+    from .plots import plot_degree
 
-    log = stderr_log(args.quiet)
-    if args.run:
-        out = Path(args.run)
-        if not out.is_dir():
-            raise CliError(f"comparison directory not found: {out}")
-        _refuse_degree_overwrite(out, args.force)
-        cfg = RunConfig.from_dict(load_settings(out)["config"])
-        seeds, methods = existing_seeds_methods(out)
-        seeds = parse_seeds(args.seeds) if args.seeds else seeds
-        methods = parse_methods(args.methods) if args.methods else methods
-        if not args.no_plot:
-            require_matplotlib()
-        device = resolve_device(args.device)
-        data = load_dataset(cfg.dataset, args.data_root, split_seed=cfg.split_seed)
-        log(data.summary())
-    else:
-        if args.dataset is None:
-            raise CliError("give --dataset (train or resume a comparison) or --run DIR")
-        if args.out:
-            _refuse_degree_overwrite(Path(args.out), args.force)  # before any training
-        try:
-            _, out, cfg, data, methods, device = compare_args(
-                args, args.seeds or "0-4", args.methods or ",".join(METHODS), not args.no_plot)
-        except SettingsMismatch as e:
-            # The usual case: a comparison made with non-default flags (e.g. --patience 50),
-            # analysed later without repeating them. --run reads them from the directory.
-            raise SettingsMismatch(f"{e}; or analyse it with its own settings: "
-                                   f"mskd degree --run {args.out or 'DIR'}") from None
-        seeds = parse_seeds(args.seeds or "0-4")
-        _refuse_degree_overwrite(out, args.force)  # the default OUT is known only now
-    rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log)
-    write_json(out / "degree.json", rec)
-    md = degree_markdown(rec)
-    write_text(out / "degree.md", md)
-    print(md, end="")
-    if not args.no_plot:
-        plot_degree(rec, out / "degree.png")
-    print(f"results in {out / 'degree.json'} (also degree.md"
-          f"{', degree.png' if not args.no_plot else ''})")
+    rec, out = degree_args(args)
+    print(degree_markdown(rec), end="")
+    drawn = not args.no_plot and draw_figure(plot_degree, rec, out / "degree.png")
+    print(f"results in {out / 'degree.json'} (also degree.md{', degree.png' if drawn else ''})")
     return 0
-
-
-def _refuse_degree_overwrite(out: Path, force: bool) -> None:
-    found = [n for n in ("degree.json", "degree.md", "degree.png") if (out / n).exists()]
-    if found and not force:
-        raise RunDirError(
-            f"{out} already holds a degree analysis ({', '.join(found)}); it is kept. Replace it "
-            f"with --force (mskd degree --run {out} --force retrains nothing)"
-        )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_compare_args(p, seeds_default="0-4", methods_default=",".join(METHODS))
     p.add_argument("--plot", action="store_true",
-                   help="also draw OUT/compare.png (needs matplotlib)")
+                   help="also draw OUT/compare.png (needs matplotlib; without it the "
+                        "figure is skipped with a note, the tables are written)")
     _add_training_args(p)
     _add_distill_args(p, None)
     _add_scale_args(p)
@@ -381,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the mskd student gives each teacher. With --run DIR, uses "
                                    "the checkpoints of a finished `mskd compare` (no training); "
                                    "otherwise runs (or resumes) the comparison first. Writes "
-                                   "OUT/degree.json, degree.md and degree.png.")
+                                   "OUT/degree.json, degree.md and, when matplotlib is "
+                                   "installed, degree.png.")
     _add_data_args(p, default=None, default_help="required unless --run is given")
     p.add_argument("--run", default=None, metavar="DIR",
                    help="a finished `mskd compare` directory: analyse its checkpoints, train "
@@ -391,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "without it); without --run also " + _COMPARE_FORCE)
     p.add_argument("--buckets", type=_int_range(1, BUCKETS_MAX), default=4,
                    help="number of in-degree quantile buckets (default 4; fewer when degrees tie)")
-    p.add_argument("--no-plot", action="store_true", help="skip degree.png (no matplotlib needed)")
+    p.add_argument("--no-plot", action="store_true",
+                   help="skip degree.png (without matplotlib it is skipped anyway, with a note)")
     _add_training_args(p)
     _add_distill_args(p, None)
 

@@ -2,20 +2,46 @@
 so ``mskd plot`` can redraw them without retraining.
 
 matplotlib is optional (``pip install mskd[plot]``); it is imported only when a plot is drawn,
-with the non-interactive Agg backend so plotting works on machines without a display.
+with the non-interactive Agg backend so plotting works on machines without a display. A figure
+that ``mskd compare``/``mskd degree`` draw beside their tables is skipped without it
+(:func:`draw_if_possible`): the numbers it shows are in the JSON and Markdown files already.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import MskdError
 
+INSTALL = "pip install 'mskd[plot]' (or pip install matplotlib)"
+
 
 class PlotError(MskdError):
     """A plot cannot be drawn (matplotlib missing, unknown JSON); one line for the CLI."""
+
+
+def matplotlib_missing() -> str | None:
+    """Why no figure can be drawn here, or None when matplotlib imports."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"matplotlib is not installed: {INSTALL}"
+    return None
+
+
+def draw_if_possible(draw: Callable[[dict[str, Any], Path], Path], rec: dict[str, Any],
+                     path: Path) -> str | None:
+    """``draw(rec, path)`` (:func:`plot_compare`, :func:`plot_degree`) when matplotlib is
+    installed and None; without it nothing is drawn and the one line saying so is returned."""
+    why = matplotlib_missing()
+    if why is not None:
+        return (f"{path.name} skipped: {why}; then draw it with "
+                f"mskd plot --from {path.with_suffix('.json')}")
+    draw(rec, path)
+    return None
 
 
 def require_matplotlib():
@@ -23,9 +49,7 @@ def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise PlotError(
-            "plots need matplotlib: pip install 'mskd[plot]' (or pip install matplotlib)"
-        ) from None
+        raise PlotError(f"plots need matplotlib: {INSTALL}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -199,17 +200,51 @@ def test_degree_needs_a_dataset_or_a_run(capsys, tmp_path) -> None:
     assert main(["degree", "--run", str(tmp_path), "--quiet"]) == 2  # not a comparison
 
 
-def test_missing_matplotlib_is_a_one_line_error(degree_run, tmp_path, monkeypatch, capsys) -> None:
-    import sys
-
+@pytest.fixture
+def no_matplotlib(monkeypatch) -> None:
+    """``import matplotlib`` fails, as on a machine without the plot extra."""
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def test_missing_matplotlib_is_a_one_line_error(degree_run, tmp_path, no_matplotlib,
+                                                capsys) -> None:
+    # `mskd plot` does nothing but draw: without matplotlib it is refused.
     assert main(["plot", "--from", str(degree_run / "degree.json"),
                  "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install" in err[0] and "matplotlib" in err[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_degree_and_compare_without_matplotlib_write_everything_but_the_png(
+        degree_run, tmp_path, no_matplotlib, capsys) -> None:
+    cmp = tmp_path / "cmp"
+    shutil.copytree(degree_run, cmp, ignore=shutil.ignore_patterns("degree.*", "compare.png"))
+    # As many buckets as the analysis beside the fixture's comparison (another test redoes it).
+    buckets = json.loads((degree_run / "degree.json").read_text())["n_buckets_asked"]
+    assert main(["degree", "--run", str(cmp), "--buckets", str(buckets), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        ("mskd: degree.png skipped: matplotlib is not installed: pip install 'mskd[plot]' (or pip "
+         f"install matplotlib); then draw it with mskd plot --from {cmp / 'degree.json'}")]
+    assert out.endswith(f"results in {cmp / 'degree.json'} (also degree.md)\n")
+    assert sorted(p.name for p in cmp.glob("degree.*")) == ["degree.json", "degree.md"]
+    # The numbers do not depend on the figure: the same as with matplotlib.
+    assert (cmp / "degree.json").read_text() == (degree_run / "degree.json").read_text()
+    assert (cmp / "degree.md").read_text() == (degree_run / "degree.md").read_text()
+    # compare --plot (the finished comparison, resumed): the tables, and the same one line.
+    assert main(["compare", "--dataset", str(degree_run.parent / "tiny.npz"), "--out", str(cmp),
+                 "--seeds", "0", "--methods", "none,mskd", "--teacher-depths", "1,2",
+                 "--epochs", "3", "--patience", "3", "--device", "cpu", "--quiet",
+                 "--plot"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        ("mskd: compare.png skipped: matplotlib is not installed: pip install 'mskd[plot]' (or "
+         f"pip install matplotlib); then draw it with mskd plot --from {cmp / 'compare.json'}")]
+    assert out.endswith("(also compare.csv, compare.md)\n")
+    assert (cmp / "compare.json").is_file() and not (cmp / "compare.png").exists()
 
 
 def test_degree_scores_the_teachers_ensembles(degree_run) -> None:
