@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from .comparison import inference_time
-from .config import RunConfig, TrainConfig
+from .config import ConfigError, RunConfig, TrainConfig
 from .data import GraphDataset, load_dataset
 from .distill import Objective
 from .models import GNN, count_parameters, default_conv
@@ -147,11 +147,31 @@ def _teacher_epoch(run: RunConfig, data: GraphDataset, device: torch.device, dep
     return _epoch_seconds(fresh, data, run.teacher_train, epochs)
 
 
+FEATURES = ("auto", "dense", "sparse")
+# Below this share of non-zero features, "auto" times inference with sparse features (Coauthor's
+# keyword features: under 1 %; bag-of-words citations: about 1.3 %; PPI: dense).
+SPARSE_BELOW = 0.05
+
+
+def feature_density(data: GraphDataset) -> float:
+    """Share of non-zero entries in the test graphs' features."""
+    graphs = data.splits["test"]
+    nnz = sum(int(torch.count_nonzero(g.x)) for g in graphs)
+    return nnz / max(1, sum(g.x.numel() for g in graphs))
+
+
+def sparse_inputs(features: str, data: GraphDataset) -> bool:
+    """Whether inference is timed with sparse features (``--features``)."""
+    if features not in FEATURES:
+        raise ConfigError(f"unknown features {features!r}; valid: {', '.join(FEATURES)}")
+    return features == "sparse" or (features == "auto" and feature_density(data) < SPARSE_BELOW)
+
+
 def run_bench(
     run: RunConfig, data: GraphDataset, device: torch.device, *, epochs: int = 3,
     teacher_epochs: int = 1, repeats: int = 20, warmup: int = 3,
     teacher_dir: Path | None = None, log: Callable[[str], None] = lambda msg: None,
-    conv: str | None = None,
+    conv: str | None = None, features: str = "auto",
 ) -> dict[str, Any]:
     """Measure, in this order: inference of every model, the plain student epoch, the uncached
     and cached distillation epochs, each teacher's training epoch. Returns the bench record."""
@@ -162,11 +182,12 @@ def run_bench(
     deepest = max(teachers, key=lambda t: t.layers)
 
     nodes = sum(int(g.num_nodes) for g in data.splits["test"])
+    sparse = sparse_inputs(features, data)
     infer: dict[str, float] = {}
     for name, model in [("student", _student(run, data, device, conv))] + [
             (t.name, t.model) for t in teachers]:
         log(f"inference: {name}")
-        infer[name] = inference_time(model, data, repeats, warmup)
+        infer[name] = inference_time(model, data, repeats, warmup, sparse)
 
     log("plain student epochs")
     plain = _epoch_seconds(_student(run, data, device, conv), data, run.student_train, epochs)
@@ -190,6 +211,7 @@ def run_bench(
         "dataset": data.name,
         "method": run.distill.method,
         "conv": conv,
+        "feature_density": feature_density(data), "sparse_features": sparse,
         "teachers_source": _teachers_source(teacher_dir),
         "device": str(device),
         "epochs": epochs, "teacher_epochs": teacher_epochs, "repeats": repeats, "warmup": warmup,
@@ -259,7 +281,8 @@ def measure_figure(job: dict[str, Any]) -> dict[str, float]:
         else:
             depth = int(what.rsplit("-", 1)[1])
             model = bench_teachers(run, data, device, teacher_dir, conv, (depth,))[0].model
-        out["seconds"] = inference_time(model, data, job["repeats"], job["warmup"])
+        out["seconds"] = inference_time(model, data, job["repeats"], job["warmup"],
+                                        sparse_inputs(job["features"], data))
     elif kind == "student_epoch":
         out["seconds"] = _epoch_seconds(_student(run, data, device, conv), data,
                                         run.student_train, job["epochs"])
@@ -291,7 +314,7 @@ def compare_convs(
     run: RunConfig, data: GraphDataset, device: torch.device, convs: tuple[str, ...], *,
     dataset: str, data_root: str | None, epochs: int = 3, teacher_epochs: int = 1,
     repeats: int = 20, warmup: int = 3, rounds: int = 1, teacher_dir: Path | None = None,
-    log: Callable[[str], None] = lambda msg: None,
+    log: Callable[[str], None] = lambda msg: None, features: str = "auto",
 ) -> dict[str, Any]:
     """Every figure of :func:`figures` on every implementation in ``convs``, each measurement in
     its own process, the implementations alternating (their order reversed every round) so a
@@ -304,7 +327,7 @@ def compare_convs(
     base = {"run": run.to_json_dict(), "dataset": dataset, "data_root": data_root,
             "device": str(device), "threads": torch.get_num_threads(), "epochs": epochs,
             "teacher_epochs": teacher_epochs, "repeats": repeats, "warmup": warmup,
-            "teacher_dir": str(teacher_dir) if teacher_dir else None}
+            "teacher_dir": str(teacher_dir) if teacher_dir else None, "features": features}
     got: dict[str, dict[str, list[dict[str, float]]]] = {c: {} for c in convs}
     for figure in figures(run):
         for r in range(rounds):
@@ -323,6 +346,8 @@ def compare_convs(
         "epochs": epochs, "teacher_epochs": teacher_epochs, "repeats": repeats,
         "warmup": warmup, "rounds": rounds, "train_graphs": len(data.splits["train"]),
         "batch_size": run.student_train.batch_size, "infer_nodes": nodes,
+        "feature_density": feature_density(data),
+        "sparse_features": sparse_inputs(features, data),
         "params": {"student": count_parameters(GNN(data.num_features, data.num_classes,
                                                    run.student))}
         | {f"teacher-{t.hidden_layers}": count_parameters(
@@ -393,7 +418,9 @@ def format_bench(rec: dict[str, Any]) -> str:
     lines += [
         (f"student speedup vs {rec['deepest_teacher']}: "
         f"{rec['student_speedup_vs_deepest_teacher']:.2f} x "
-        f"(median of {rec['repeats']} forwards over {rec['infer_nodes']:,} test nodes)"),
+        f"(median of {rec['repeats']} forwards over {rec['infer_nodes']:,} test nodes, "
+        f"{'sparse' if rec['sparse_features'] else 'dense'} features, "
+        f"{rec['feature_density']:.2%} non-zero)"),
         f"peak RSS: {rec['peak_rss_mb']:.0f} MB",
     ]
     return "\n".join(lines) + "\n"

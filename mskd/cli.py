@@ -206,13 +206,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             data_root=args.data_root, epochs=args.epochs,
                             teacher_epochs=args.teacher_epochs, repeats=args.repeats,
                             warmup=args.warmup, rounds=args.rounds, teacher_dir=teacher_dir,
-                            log=stderr_log(args.quiet))
+                            log=stderr_log(args.quiet), features=args.features)
         print(format_conv_comparison(rec), end="")
     else:
         rec = run_bench(cfg, data, device, epochs=args.epochs,
                         teacher_epochs=args.teacher_epochs, repeats=args.repeats,
                         warmup=args.warmup, teacher_dir=teacher_dir, log=stderr_log(args.quiet),
-                        conv=args.conv[0])
+                        conv=args.conv[0], features=args.features)
         print(format_bench(rec), end="")
     if args.json:
         write_json(Path(args.json), rec)

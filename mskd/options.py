@@ -448,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="message-passing implementation(s) to time: fused (default), pyg, or "
                         "both (pyg,fused): then every figure runs in its own process, the two "
                         "alternating, and the JSON gets conv_speedup (first / second)")
+    p.add_argument("--features", choices=("auto", "dense", "sparse"), default="auto",
+                   help="how inference gets the node features: auto (sparse below 5 %% non-zeros, "
+                        "e.g. Coauthor's keywords; default), dense, or sparse: the first layer "
+                        "then works on the non-zeros only, for every model alike")
     p.add_argument("--rounds", type=_count, default=1,
                    help="with two --conv: measurements per figure and implementation; the "
                         "median is reported (default 1)")

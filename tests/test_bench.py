@@ -113,3 +113,15 @@ def test_bench_conv_flag_is_checked(tiny_npz, capsys) -> None:
     code = main(["bench", "--dataset", str(tiny_npz), "--quiet", "--conv", "pyg,dgl"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pyg,dgl" in err[0]
+
+
+def test_bench_times_inference_with_sparse_features_when_asked(tiny_npz, tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "s").mkdir()
+    auto = _bench(tiny_npz, tmp_path / "a", "--teacher-depths", "1")
+    # The tiny graph's features are dense Gaussians: "auto" keeps them dense.
+    assert auto["feature_density"] == pytest.approx(1.0) and auto["sparse_features"] is False
+    sparse = _bench(tiny_npz, tmp_path / "s", "--teacher-depths", "1", "--features", "sparse")
+    assert sparse["sparse_features"] is True
+    assert set(sparse["infer_s"]) == {"student", "teacher-1"}
+    assert all(s > 0 for s in sparse["infer_s"].values())

@@ -148,7 +148,7 @@ def _sparse_features(x: torch.Tensor) -> torch.Tensor:
     return x * (torch.rand(x.shape, generator=g) < 0.2)
 
 
-@pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage", "mlp"])
 def test_sparse_input_dropout_without_dropout_equals_dense(graph, arch) -> None:
     # With p = 0 the sparse first layer must compute exactly what the dense one does, gradients
     # included: only the way the product is formed differs.
