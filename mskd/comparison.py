@@ -32,7 +32,15 @@ from .config import SEED_MAX, ConfigError, RunConfig, teacher_names
 from .data import GraphDataset
 from .distill import METHODS, check_data, scheduled, train_student
 from .distill import validate as validate_distill
-from .evaluate import bucket_scores, in_degree, metric_name, quantile_buckets, score
+from .evaluate import (
+    bucket_scores,
+    metric_name,
+    model_logits,
+    quantile_buckets,
+    score,
+    split_in_degrees,
+    split_logits,
+)
 from .report import (
     aggregate_rows,
     compare_csv,
@@ -361,26 +369,6 @@ ATTENTION_NOTE = ("post-training node attention: softmax over teachers of cos(st
                   "mode on the full graph, averaged over the bucket's test nodes")
 
 
-def _test_batch(data: GraphDataset):
-    """Test graphs, their in-degrees and test-node index per graph (PPI: several graphs)."""
-    parts = []
-    for g in data.splits["test"]:
-        nodes = g.mask.nonzero().flatten()
-        parts.append((g, nodes, in_degree(g.edge_index, g.num_nodes)[nodes.cpu()]))
-    return parts
-
-
-@torch.no_grad()
-def _test_logits(model: nn.Module, parts) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    zs, ys = [], []
-    for g, nodes, _ in parts:
-        z, _ = model(g.x, g.edge_index)
-        zs.append(z[nodes])
-        ys.append(g.y[nodes])
-    return torch.cat(zs), torch.cat(ys)
-
-
 def _load_model(path: Path, data: GraphDataset, device: torch.device) -> nn.Module:
     payload = load_checkpoint(path)
     check_compatible(payload, data, path)
@@ -394,12 +382,6 @@ ENSEMBLES_NOTE = (
     "out-of-fold); and an oracle taking, per node (per node and label for multi-label), a teacher "
     "that is right when any is. The node and global attention modes compare teachers with a "
     "student's logits and cannot be applied to the teachers alone")
-
-
-@torch.no_grad()
-def _full_logits(model: nn.Module, graphs) -> list[torch.Tensor]:
-    model.eval()
-    return [model(g.x, g.edge_index)[0] for g in graphs]
 
 
 def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphDataset, names: list[str],
@@ -439,10 +421,14 @@ def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphD
     return out
 
 
+def _masked(logits: list[torch.Tensor], graphs) -> torch.Tensor:
+    """Per-graph logits of every node -> those of the masked nodes, in split_logits' order."""
+    return torch.cat([zi[g.mask.to(zi.device)] for zi, g in zip(logits, graphs)])
+
+
 def _split_score(logits: list[torch.Tensor], graphs, task: str) -> float:
-    z = torch.cat([zi.cpu()[g.mask.cpu()] for zi, g in zip(logits, graphs)])
     y = torch.cat([g.y.cpu()[g.mask.cpu()] for g in graphs])
-    return score(y, z, task)
+    return score(y, _masked(logits, graphs).cpu(), task)
 
 
 def degree_analysis(
@@ -456,8 +442,8 @@ def degree_analysis(
     teachers' ensembles (:data:`ENSEMBLES_NOTE`) on validation and test, overall and per bucket.
     Returns the ``degree.json`` record."""
     dev_data = data.to(device)
-    parts = _test_batch(dev_data)
-    degrees = torch.cat([d for _, _, d in parts])
+    test_graphs = dev_data.splits["test"]
+    degrees = split_in_degrees(test_graphs)
     bucket, bounds = quantile_buckets(degrees, n_buckets)
     nb = len(bounds)
     if nb < n_buckets:
@@ -472,28 +458,29 @@ def degree_analysis(
     per_seed: dict[str, list[list[float | None]]] = {n: [] for n in names}
     attention: list[torch.Tensor] = []
     ens: dict[str, dict[str, list]] = {}
+    y_test = torch.cat([g.y[g.mask] for g in test_graphs]).cpu()
     for seed in seeds:
         sdir = out / f"seed{seed}"
         t_logits = []
         full: dict[str, list[list[torch.Tensor]]] = {"test": [], "val": []}
         for tn in tnames:
             model = _load_model(sdir / "teachers" / f"{tn}.pt", dev_data, device)
-            z, y = _test_logits(model, parts)
-            t_logits.append(z)
-            per_seed[tn].append(bucket_scores(y, z, bucket, nb, data.task))
             for split, per_teacher in full.items():
-                per_teacher.append(_full_logits(model, dev_data.splits[split]))
+                per_teacher.append([model_logits(model, g.x, g.edge_index)
+                                    for g in dev_data.splits[split]])
+            z = _masked(full["test"][-1], test_graphs)
+            t_logits.append(z)
+            per_seed[tn].append(bucket_scores(y_test, z, bucket, nb, data.task))
         rows = _ensemble_rows(full, dev_data, tnames, base.distill.tau, seed)
-        y_test = torch.cat([g.y[nodes] for g, nodes, _ in parts]).cpu()
         for name, (z_test, z_val) in rows.items():
             r = ens.setdefault(name, {"val": [], "test": [], "buckets": []})
             r["val"].append(_split_score(z_val, dev_data.splits["val"], data.task))
-            r["test"].append(_split_score(z_test, dev_data.splits["test"], data.task))
-            zt = torch.cat([zi.cpu()[nodes.cpu()] for zi, (_, nodes, _) in zip(z_test, parts)])
-            r["buckets"].append(bucket_scores(y_test, zt, bucket, nb, data.task))
+            r["test"].append(_split_score(z_test, test_graphs, data.task))
+            r["buckets"].append(bucket_scores(y_test, _masked(z_test, test_graphs).cpu(), bucket,
+                                              nb, data.task))
         for m in methods:
             model = _load_model(sdir / m / f"student-{m}.pt", dev_data, device)
-            z, y = _test_logits(model, parts)
+            z, y = split_logits(model, test_graphs)
             per_seed[m].append(bucket_scores(y, z, bucket, nb, data.task))
             if m == "mskd" and len(t_logits) > 1:
                 a = teacher_weights(z, t_logits, mode="node", tau=base.distill.tau)  # [M, K]
@@ -512,7 +499,7 @@ def degree_analysis(
     rec: dict[str, Any] = {
         "dataset": data.name, "metric": metric_name(data.task), "seeds": list(seeds),
         "degree": "in-degree (edges into the node, self-loops not counted), test nodes"
-                  + (" of all test graphs" if len(parts) > 1 else ""),
+                  + (" of all test graphs" if len(test_graphs) > 1 else ""),
         "n_buckets_asked": n_buckets,
         "buckets": [{"lo": lo, "hi": hi, "nodes": n} for (lo, hi), n in zip(bounds, sizes)],
         "models": models,
