@@ -32,7 +32,7 @@ for ds in "$@"; do
   start=$(date +%s)
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out" "${extra[@]}" \
     --methods none,kd,uniform,mskd,confidence,degree,gate
-  mskd degree --run "$out" --no-plot
+  mskd degree --run "$out" --no-plot --force
   share_teachers "$out" "$out-mlp"
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlp" "${extra[@]}" \
     --student-arch mlp --methods none,kd,uniform,mskd
@@ -48,7 +48,7 @@ for ds in "$@"; do
     done
     mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-same2" "${extra[@]}" \
       --teacher-depths 2,2,2 --methods uniform,mskd
-    mskd degree --run "$out-same2" --no-plot
+    mskd degree --run "$out-same2" --no-plot --force
   fi
   echo "$ds: done in $(( $(date +%s) - start )) s (cells already finished are not rerun)"
 done
