@@ -384,14 +384,17 @@ ENSEMBLES_NOTE = (
     "student's logits and cannot be applied to the teachers alone")
 
 
-def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphDataset, names: list[str],
-                   tau: float, seed: int) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Per ensemble, its logits on every test graph and on every validation graph."""
+def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphDataset,
+                   names: list[str], tau: float, seed: int
+                   ) -> tuple[dict[str, tuple[list, list]], dict[str, list[torch.Tensor]]]:
+    """Per ensemble, its logits on every test graph and on every validation graph; and per
+    selection mode, its teacher weights on every test graph ([N, K] each)."""
     test = data.splits["test"]
     val = data.splits["val"]
     transductive = len(test) == 1 and len(val) == 1 and test[0].num_nodes == val[0].num_nodes
     k = len(names)
-    out: dict[str, tuple[torch.Tensor, ...]] = {}
+    out: dict[str, tuple[list, list]] = {}
+    weights: dict[str, list[torch.Tensor]] = {}
 
     def per_graph(fn) -> tuple[list, list]:
         return ([fn(torch.stack([z[i] for z in z_teachers["test"]]), g)
@@ -404,21 +407,25 @@ def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphD
         out[name] = per_graph(lambda z, g, j=j: z[j])
     uniform = torch.full((k,), 1.0 / k)
     out["uniform"] = per_graph(lambda z, g: ensemble(z.cpu(), uniform, ml))
-    modes = ["confidence", *(FITTED if transductive else ())]
-    for mode in modes:
+    for mode in ["confidence", *(FITTED if transductive else ())]:
         if transductive:
+            # One graph: the validation and test nodes share its weights (cross-fitted).
             g = test[0]
             z = torch.stack([zt[0] for zt in z_teachers["test"]])
             w = selection_weights(mode, z, g.edge_index, g.y, data.splits["train"][0].mask,
                                   val[0].mask, tau, ml, seed)
             logits = ensemble(z.cpu().float(), w, ml)
-            out[mode] = ([logits], [logits])
+            out[mode], weights[mode] = ([logits], [logits]), [w]
         else:
-            out[mode] = per_graph(lambda z, g, mode=mode: ensemble(
-                z.cpu().float(), selection_weights(mode, z, g.edge_index, g.y, g.mask, g.mask,
-                                                   tau, ml, seed), ml))
+            def weigh(z, g, mode=mode):
+                return selection_weights(mode, z, g.edge_index, g.y, g.mask, g.mask, tau, ml,
+                                         seed)
+            out[mode] = per_graph(lambda z, g, weigh=weigh: ensemble(z.cpu().float(),
+                                                                      weigh(z, g), ml))
+            weights[mode] = [weigh(torch.stack([z[i] for z in z_teachers["test"]]), g)
+                             for i, g in enumerate(test)]
     out["oracle (any teacher right)"] = per_graph(lambda z, g: oracle(z.cpu(), g.y.cpu(), ml))
-    return out
+    return out, weights
 
 
 def _masked(logits: list[torch.Tensor], graphs) -> torch.Tensor:
@@ -458,6 +465,7 @@ def degree_analysis(
     per_seed: dict[str, list[list[float | None]]] = {n: [] for n in names}
     attention: list[torch.Tensor] = []
     ens: dict[str, dict[str, list]] = {}
+    selection: dict[str, list[torch.Tensor]] = {}
     y_test = torch.cat([g.y[g.mask] for g in test_graphs]).cpu()
     for seed in seeds:
         sdir = out / f"seed{seed}"
@@ -471,7 +479,12 @@ def degree_analysis(
             z = _masked(full["test"][-1], test_graphs)
             t_logits.append(z)
             per_seed[tn].append(bucket_scores(y_test, z, bucket, nb, data.task))
-        rows = _ensemble_rows(full, dev_data, tnames, base.distill.tau, seed)
+        rows, weights = _ensemble_rows(full, dev_data, tnames, base.distill.tau, seed)
+        for mode, ws in weights.items():
+            w = _masked(ws, test_graphs).cpu()
+            sums = torch.zeros(nb, w.shape[1], dtype=w.dtype).index_add_(0, bucket, w)
+            selection.setdefault(mode, []).append(
+                sums / torch.tensor(sizes, dtype=w.dtype).clamp(min=1)[:, None])
         for name, (z_test, z_val) in rows.items():
             r = ens.setdefault(name, {"val": [], "test": [], "buckets": []})
             r["val"].append(_split_score(z_val, dev_data.splits["val"], data.task))
@@ -505,6 +518,11 @@ def degree_analysis(
         "models": models,
         "ensembles_note": ENSEMBLES_NOTE, "ensembles_tau": base.distill.tau,
         "ensembles": [_ensemble_record(name, r, nb) for name, r in ens.items()],
+        # Teacher-side selection weights (what --attention MODE gives the student), mean over
+        # each bucket's test nodes and then over seeds.
+        "selection_weights": {
+            "teachers": tnames,
+            "modes": {m: torch.stack(v).mean(0).tolist() for m, v in selection.items()}},
     }
     if attention:
         stacked = torch.stack(attention)  # [seeds, B, K]
@@ -561,6 +579,15 @@ def degree_markdown(rec: dict[str, Any]) -> str:
                        f"{att['note']}."), "",
                   markdown_table(["bucket", *att["teachers"]], body,
                                  right=[False] + [True] * len(att["teachers"]))]
+    sel = rec.get("selection_weights")
+    if sel and sel["modes"]:
+        body = [[mode, lab, *(f"{v:.3f}" for v in row)]
+                for mode, table in sel["modes"].items() for lab, row in zip(labels, table)]
+        parts += ["", ("Teacher-side selection weights per bucket (mskd.selection; what "
+                       "`--attention MODE` gives the student), mean over the bucket's test nodes "
+                       "and the seeds."), "",
+                  markdown_table(["mode", "bucket", *sel["teachers"]], body,
+                                 right=[False, False] + [True] * len(sel["teachers"]))]
     if rec.get("ensembles"):
         body = [[e["name"], f"{e['val']:.4f} ± {e['val_std']:.4f}",
                  f"{e['test']:.4f} ± {e['test_std']:.4f}",

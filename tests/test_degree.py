@@ -265,5 +265,12 @@ def test_degree_scores_the_teachers_ensembles(degree_run) -> None:
     oracle = ens["oracle (any teacher right)"]
     for split in ("val", "test"):
         assert oracle[split] >= max(ens["teacher-1"][split], ens["teacher-2"][split])
+    sel = rec["selection_weights"]
+    assert sel["teachers"] == ["teacher-1", "teacher-2"]
+    assert list(sel["modes"]) == ["confidence", "degree", "gate"]
+    for table in sel["modes"].values():
+        assert len(table) == len(rec["buckets"])
+        assert all(sum(row) == pytest.approx(1.0) for row in table)
     md = (degree_run / "degree.md").read_text()
     assert "Headroom" in md and "| oracle (any teacher right)" in md
+    assert "Teacher-side selection weights per bucket" in md
