@@ -6,8 +6,9 @@ Objective (``docs/method.md``)::
 
 where ``S_k`` is the structure term of teacher k (LSP for ``lsp``/``uniform``/``mskd``, FitNet or
 AT for those baselines), ``KD_k`` the logit term, and ``a_k`` the teacher weights (per node for
-``--attention node``). Each method is one row of :data:`METHODS`; adding a baseline means adding a
-loss to ``losses.py`` and a row here.
+``--attention node``). Each method is one entry of :data:`METHODS` listing its terms
+(:class:`Term`); adding a baseline means adding its loss to ``losses.py``, an entry here and a
+test (``docs/method.md``, "Adding a method").
 
 Frozen teachers are run once per graph in ``eval()`` mode under ``no_grad`` and their outputs
 cached (they cannot change); ``teacher_cache=False`` re-runs them every step instead, which gives
@@ -20,11 +21,12 @@ any field makes the file stale and it is rebuilt, never used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,7 +44,7 @@ from .losses import (
     fitnet_loss,
     kd_loss,
     kernel_divisor,
-    structure_kl,
+    lsp_target_loss,
     with_self_loops,
 )
 from .models import GNN, count_parameters
@@ -50,32 +52,86 @@ from .runs import file_digest, resume_path, save_checkpoint
 from .selection import FITTED as FITTED_SELECTION
 from .selection import MODES as SELECTION_MODES
 from .selection import selection_weights
-from .targets import TeacherView, TrainedModel, checkpoint_payload, training_key
+from .targets import (
+    ServeTargets,
+    TeacherTargets,
+    TeacherView,
+    TrainedModel,
+    checkpoint_payload,
+    training_key,
+)
 from .train import LossTerm, Resume, Step, fit, seed_everything
 
 
 @dataclass(frozen=True)
+class Term:
+    """One distillation term: a loss of :mod:`mskd.losses` between the student and each teacher
+    its method uses, weighted per node by the teacher weights, summed over the teachers and
+    averaged over the step's nodes (``docs/method.md``, "Adding a method").
+
+    The loss is called as ``loss(student, *teacher, **options, reduction="none")`` and must return
+    one value per row of ``student``; the step's own nodes are its first rows (a sampled batch
+    keeps the student's hidden states of the seeds' neighbours after them).
+
+    - ``student``: ``"logits"`` (the student's logits, [N, C]) or ``"hidden"`` (the student hidden
+      layer matched to the teacher, [N, Ws]);
+    - ``teacher``: ``"logits"`` ([N, C]), ``"hidden"`` (the teacher's last hidden layer, [N, Wt])
+      or ``"structure"`` (its LSP target: ``log_p`` [E] and ``edge_index`` [2, E], formed with
+      ``--kernel`` on the step's edges);
+    - ``weight``: the :class:`mskd.config.DistillConfig` field that weighs the term (a term with
+      weight 0 is left out); ``warmup_only`` terms are on only during each phase's warm-up of the
+      sequential schedule;
+    - ``options``: the loss's keyword arguments, each from a DistillConfig field or, for
+      ``"multilabel"``, the dataset's task;
+    - ``extra``: a trainable module the loss needs, built per teacher from (student width,
+      teacher width), trained with the student and passed to the loss as ``proj``.
+    """
+
+    name: str  # the term's name in the loss history
+    loss: Callable[..., Tensor]
+    student: str
+    teacher: str
+    weight: str
+    warmup_only: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
+    extra: Callable[[int, int], nn.Module] | None = None
+
+
+@dataclass(frozen=True)
 class Method:
-    """Which teachers a method uses and which terms it adds."""
+    """A method: the teachers it distils and its terms. The terms of a method share its teachers'
+    outputs and their per-node weights at every step (``a_k`` multiplies every term of teacher
+    k)."""
 
-    teachers: str  # "none" | "one" | "all"
-    structure: str | None  # "lsp" | "fitnet" | "at" | None
-    logits: bool  # logit KD on?
-    attention: str | None = None  # fixed attention mode, or None = from the config
+    teachers: str  # "none" | "one" (--teacher-layers, default the deepest) | "all"
+    terms: tuple[Term, ...] = ()
+    attention: str | None = None  # fixed teacher weighting, or None = --attention
 
+    def uses(self, target: str) -> bool:
+        """Whether a term reads this teacher target (``"structure"``: the LSP kernel's)."""
+        return any(t.teacher == target for t in self.terms)
+
+
+LSP = Term("lsp", lsp_target_loss, student="hidden", teacher="structure", weight="beta",
+           warmup_only=True, options={"kernel": "kernel", "kernel_scale": "kernel_scale"})
+FITNET = Term("fitnet", fitnet_loss, student="hidden", teacher="hidden", weight="beta",
+              warmup_only=True, extra=nn.Linear)
+AT = Term("at", at_loss, student="hidden", teacher="hidden", weight="beta", warmup_only=True)
+KD = Term("kd", kd_loss, student="logits", teacher="logits", weight="gamma",
+          options={"T": "temperature", "multilabel": "multilabel"})
 
 METHODS: dict[str, Method] = {
-    "none": Method("none", None, False),
-    "kd": Method("one", None, True),
-    "fitnet": Method("one", "fitnet", False),
-    "at": Method("one", "at", False),
-    "lsp": Method("one", "lsp", False),
-    "uniform": Method("all", "lsp", True, attention="uniform"),
-    "mskd": Method("all", "lsp", True),
+    "none": Method("none"),
+    "kd": Method("one", (KD,)),
+    "fitnet": Method("one", (FITNET,)),
+    "at": Method("one", (AT,)),
+    "lsp": Method("one", (LSP,)),
+    "uniform": Method("all", (LSP, KD), attention="uniform"),
+    "mskd": Method("all", (LSP, KD)),
     # mskd with teacher-side selection (mskd.selection) in place of the student-side attention.
-    "confidence": Method("all", "lsp", True, attention="confidence"),
-    "degree": Method("all", "lsp", True, attention="degree"),
-    "gate": Method("all", "lsp", True, attention="gate"),
+    "confidence": Method("all", (LSP, KD), attention="confidence"),
+    "degree": Method("all", (LSP, KD), attention="degree"),
+    "gate": Method("all", (LSP, KD), attention="gate"),
 }
 SCHEDULES = ("joint", "sequential")
 SCALED_KERNELS = ("l1", "l1_code")  # the kernels whose distances --kernel-scale divides
@@ -183,12 +239,6 @@ def _sha256_weights(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _structure_of(h: Tensor, edge_index: Tensor, cfg: DistillConfig) -> tuple[Tensor, Tensor]:
-    loops = with_self_loops(edge_index, h.shape[0])
-    scale = kernel_divisor(cfg.kernel_scale, h, loops)
-    return loops, edge_log_structure(h.detach(), loops, cfg.kernel, scale=scale)
 
 
 def kernel_tag(kernel: str | None, kernel_scale: float | str) -> str | None:
@@ -299,7 +349,7 @@ class TeacherOutputs:
                 self._store, self.source = loaded, "file"
                 return
         for g in graphs:
-            self._store[int(g.gid)] = self._run(g.x, g.edge_index, structure=True)
+            self._store[int(g.gid)], self.scales = self._run(g.x, g.edge_index)
         self.source = "computed"
         if file is not None and manifest is not None:
             self._save(file, manifest)
@@ -365,27 +415,29 @@ class TeacherOutputs:
     # -- computing and gathering ---------------------------------------------------------------
 
     @torch.no_grad()
-    def _run(self, x: Tensor, edge_index: Tensor, structure: bool) -> list[TeacherView]:
-        out = []
+    def _run(self, x: Tensor, edge_index: Tensor) -> tuple[list[TeacherView], list[float]]:
+        """Per teacher, its outputs on one graph (the LSP target in place of the hidden layer
+        when there is a kernel), and the divisor each structure was formed with."""
+        out, scales = [], []
         loops = None
-        self.scales = []
         for m in self.models:
             z, h = m(x, edge_index)
-            if structure and self.kernel:
+            if self.kernel:
                 if loops is None:
                     loops = with_self_loops(edge_index, x.shape[0])
                 scale = kernel_divisor(self.kernel_scale, h[-1], loops)
-                self.scales.append(scale)
+                scales.append(scale)
                 log_p = edge_log_structure(h[-1], loops, self.kernel, scale=scale)
                 out.append(TeacherView(z, None, loops, log_p))
             else:
                 out.append(TeacherView(z, h[-1]))
-        return out
+        return out, scales
 
     def __call__(self, g) -> list[TeacherView]:
         """Per teacher, its outputs on the nodes of step graph ``g``."""
         if not self.cache:
-            return self._run(g.x, g.edge_index, structure=False)
+            # Only a built cache reports its divisors: the uncached ones are the step's.
+            return self._run(g.x, g.edge_index)[0]
         gids = g.gid.tolist() if isinstance(g.gid, Tensor) else [int(g.gid)]
         if len(gids) == 1:
             return self._store[gids[0]]
@@ -439,13 +491,36 @@ def static_weights(mode: str, data: GraphDataset, teachers: Sequence[TrainedMode
     return out
 
 
+def full_batch_targets(data: GraphDataset, kernel_scale: float | str = 100.0, cache: bool = True,
+                       persist: bool = True, log: Callable[[str], None] | None = None
+                       ) -> ServeTargets:
+    """Full-batch training's teacher targets: :class:`TeacherOutputs` over ``data``'s training
+    graphs, computed once (``cache``) and, with ``persist``, kept next to the teacher checkpoints
+    where the next run with them looks."""
+    def serve(teachers: Sequence[TrainedModel], kernel: str | None) -> TeacherOutputs:
+        tag = kernel_tag(kernel, kernel_scale)
+        file = teacher_cache_file(teachers, tag) if cache and persist else None
+        manifest = cache_manifest(teachers, data, tag) if file else None
+        return TeacherOutputs(teachers, data.splits["train"], cache, kernel, file=file,
+                              manifest=manifest, log=log, kernel_scale=kernel_scale)
+    return serve
+
+
 class Objective:
-    """Builds the distillation terms of one method, sharing teacher outputs and attention
-    weights between terms within a step."""
+    """The distillation terms of one method (its :data:`METHODS` entry), sharing teacher outputs
+    and attention weights between terms within a step.
+
+    How teacher targets are served is the caller's: ``targets`` builds them for the teachers the
+    method uses (default: :func:`full_batch_targets` with ``teacher_cache``, ``persist`` and
+    ``log``), and ``wrap`` is applied to every trainable extra module before a loss calls it
+    (the DDP wrapper in a distributed run); the modules themselves are in ``extra_modules``.
+    """
 
     def __init__(self, cfg: DistillConfig, data: GraphDataset, teachers: Sequence[TrainedModel],
                  student: GNN, teacher_cache: bool = True, persist: bool = True,
-                 log: Callable[[str], None] | None = None, seed: int = 0) -> None:
+                 log: Callable[[str], None] | None = None, seed: int = 0, *,
+                 targets: ServeTargets | None = None,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
         self.cfg = cfg
         self.method = METHODS[cfg.method]
         self.multilabel = data.multilabel
@@ -460,20 +535,18 @@ class Objective:
         else:
             self.teachers, self.layers = [], []
         self.attention = self.method.attention or cfg.attention
-        kernel = cfg.kernel if self.method.structure == "lsp" else None
-        tag = kernel_tag(kernel, cfg.kernel_scale)
-        self.outputs: TeacherOutputs | None = None
-        if self.teachers:
-            # Persist next to the teacher checkpoints, where the next run with them looks.
-            file = teacher_cache_file(self.teachers, tag) if teacher_cache and persist else None
-            manifest = cache_manifest(self.teachers, data, tag) if file else None
-            self.outputs = TeacherOutputs(self.teachers, data.splits["train"], teacher_cache,
-                                          kernel, file=file, manifest=manifest, log=log,
-                                          kernel_scale=cfg.kernel_scale)
+        self.kernel = cfg.kernel if self.method.uses("structure") else None
+        if targets is None:
+            targets = full_batch_targets(data, cfg.kernel_scale, teacher_cache, persist, log)
+        self.outputs: TeacherTargets | None = (targets(self.teachers, self.kernel)
+                                               if self.teachers else None)
         self.extra_modules: list[nn.Module] = []
-        if self.method.structure == "fitnet":
-            self.proj = nn.Linear(student.cfg.width, self.teachers[0].cfg.width)
-            self.extra_modules.append(self.proj)
+        self._extras: dict[str, list[nn.Module]] = {}
+        for term in self.method.terms:
+            if term.extra is not None:
+                made = [term.extra(student.cfg.width, t.cfg.width) for t in self.teachers]
+                self.extra_modules += made
+                self._extras[term.name] = [wrap(m) for m in made] if wrap else made
         self.static: dict[int, Tensor] = {}
         if self.attention in SELECTION_MODES and len(self.teachers) > 1:
             self.static = static_weights(self.attention, data, self.teachers, cfg.tau, seed)
@@ -489,11 +562,6 @@ class Objective:
 
     def phase(self, epoch: int) -> int:
         return min((epoch - 1) // self.cfg.phase_epochs, len(self.teachers) - 1)
-
-    def _structure_weight(self, epoch: int) -> float:
-        if self.sequential and (epoch - 1) % self.cfg.phase_epochs >= self.cfg.lsp_warmup:
-            return 0.0
-        return self.cfg.beta
 
     def train_config(self, base: TrainConfig) -> TrainConfig:
         if not self.sequential:
@@ -549,47 +617,41 @@ class Objective:
 
     # -- terms -------------------------------------------------------------------------------
 
-    def _structure(self, step: Step) -> Tensor:
+    def _weight(self, term: Term) -> float | Callable[[int], float]:
+        weight = float(getattr(self.cfg, term.weight))
+        if not (term.warmup_only and self.sequential):
+            return weight
+
+        def warmup(epoch: int) -> float:
+            return weight if (epoch - 1) % self.cfg.phase_epochs < self.cfg.lsp_warmup else 0.0
+        return warmup
+
+    def _setting(self, name: str) -> object:
+        return self.multilabel if name == "multilabel" else getattr(self.cfg, name)
+
+    def _term(self, term: Term, step: Step) -> Tensor:
         outs, w = self._shared(step)
         n = step.logits.shape[0]
+        options = {k: self._setting(v) for k, v in term.options.items()}
+        extras = self._extras.get(term.name)
         total = step.logits.new_zeros(n)
         for k, (view, layer) in enumerate(zip(outs, self.layers)):
             if not bool((w[:, k] != 0).any()):
                 continue
-            h_s = step.hidden[layer]
-            if self.method.structure == "lsp" and view.log_p is None:
-                # Uncached teachers: their structure is formed here, each side at its own scale.
-                view = TeacherView(view.logits, None, *_structure_of(
-                    view.hidden, step.graph.edge_index, self.cfg))
-            if self.method.structure == "lsp":
-                scale = kernel_divisor(self.cfg.kernel_scale, h_s, view.edge_index)
-                log_p_s = edge_log_structure(h_s, view.edge_index, self.cfg.kernel, scale=scale)
-                per_node = structure_kl(view.log_p, log_p_s, view.edge_index, n, reduction="none")
-            elif self.method.structure == "fitnet":
-                per_node = fitnet_loss(h_s, view.hidden, proj=self.proj, reduction="none")
-            else:
-                per_node = at_loss(h_s, view.hidden, reduction="none")
-            total = total + w[:, k] * per_node
-        return total.mean()
-
-    def _logits(self, step: Step) -> Tensor:
-        outs, w = self._shared(step)
-        total = step.logits.new_zeros(step.logits.shape[0])
-        for k, view in enumerate(outs):
-            if not bool((w[:, k] != 0).any()):
-                continue
-            per_node = kd_loss(step.logits, view.logits, T=self.cfg.temperature,
-                               multilabel=self.multilabel, reduction="none")
-            total = total + w[:, k] * per_node
+            student = step.logits if term.student == "logits" else step.hidden[layer]
+            teacher = ((view.log_p, view.edge_index) if term.teacher == "structure"
+                       else (getattr(view, term.teacher),))
+            if extras:
+                options["proj"] = extras[k]
+            per_node = term.loss(student, *teacher, **options, reduction="none")
+            total = total + w[:, k] * per_node[:n]
         return total.mean()
 
     def terms(self) -> list[LossTerm]:
-        terms = []
-        if self.method.structure:
-            terms.append(LossTerm(self.method.structure, self._structure, self._structure_weight))
-        if self.method.logits and self.cfg.gamma > 0:
-            terms.append(LossTerm("kd", self._logits, self.cfg.gamma))
-        return terms
+        """The method's terms as :func:`mskd.train.fit` takes them; a term weighted 0 is left
+        out (it would not be computed anyway)."""
+        return [LossTerm(t.name, functools.partial(self._term, t), self._weight(t))
+                for t in self.method.terms if getattr(self.cfg, t.weight) != 0]
 
     def state(self) -> dict:
         """What a resumed training needs to continue exactly (see :class:`mskd.train.Resume`)."""
@@ -634,10 +696,20 @@ def train_student(
     seed_everything(run.seed)
     dev_data = data.to(device)
     student = GNN(data.num_features, data.num_classes, run.student).to(device)
-    # Sampled training caches layer-wise teacher outputs itself (scale.student_hooks).
-    objective = Objective(cfg, dev_data, teachers, student,
-                          teacher_cache=teacher_cache and not sampled, log=log, seed=run.seed)
-    hooks = (scale.student_hooks(student, dev_data, run.scale, run.seed, objective, device)
+    # The two training modes differ in how batches and teacher targets are served, not in the
+    # objective: sampled batches gather exact layer-wise teacher outputs by node, and the extra
+    # modules train under DDP alongside the student when several processes run.
+    if sampled:
+        targets = scale.layerwise_targets(dev_data, run.scale, cfg.kernel_scale)
+        wrap = functools.partial(distributed.wrap, device=device)
+    else:
+        targets = full_batch_targets(dev_data, cfg.kernel_scale, teacher_cache, log=log)
+        wrap = None
+    objective = Objective(cfg, dev_data, teachers, student, seed=run.seed, targets=targets,
+                          wrap=wrap)
+    hooks = (scale.student_hooks(student, dev_data, run.scale, run.seed, device,
+                                 every_node=bool(objective.teachers),
+                                 full_hidden=objective.method.uses("structure"))
              if sampled else None)
     train_cfg = objective.train_config(run.student_train)
     path = out_dir / f"student-{cfg.method}.pt"

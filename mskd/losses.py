@@ -8,9 +8,11 @@ so every distillation loss can return per-node values (``reduction="none"``) tha
 teacher attention weights can multiply. Teacher inputs are always detached: teachers are frozen and
 a distillation loss must never push gradients into them. Because a frozen teacher's LSP local
 structure is a constant of the graph, :func:`local_structure` + :func:`structure_kl` let the caller
-compute it once instead of on every step (:func:`lsp_loss` is the two composed).
+compute it once instead of on every step (:func:`lsp_loss` is the two composed;
+:func:`lsp_target_loss` takes the teacher's half as computed beforehand).
 
-Name-to-function lookups are the plain dicts :data:`LOSSES` and :data:`KERNELS`.
+Kernels are looked up by name in :data:`KERNELS`; the distillation methods name their losses in
+:data:`mskd.distill.METHODS`.
 """
 
 from __future__ import annotations
@@ -543,6 +545,38 @@ def lsp_loss(
     return structure_kl(log_p_t, log_p_s, edge_index, num_nodes, reduction)
 
 
+def lsp_target_loss(
+    h_student: Tensor,
+    log_p_teacher: Tensor,
+    edge_index: Tensor,
+    kernel: str | Kernel = "l1",
+    kernel_scale: float | str = 100.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """:func:`lsp_loss` against a teacher structure formed beforehand (a frozen teacher's,
+    from :func:`local_structure` or :func:`edge_log_structure`): the student's structure is
+    formed on the teacher's edges, at its own :func:`kernel_divisor`, and compared with
+    :func:`structure_kl`. This is the ``lsp`` term of :data:`mskd.distill.METHODS`.
+
+    Args:
+        h_student: student hidden representation.
+        log_p_teacher: teacher log-probabilities per edge of ``edge_index``.
+        edge_index: the teacher structure's edges: one self loop per node of the structure,
+            every edge's target among them.
+        kernel: a name in :data:`KERNELS` or a callable ``(x_j, x_i, KernelParams) -> [E]``.
+        kernel_scale: the ``l1`` kernels' distance divisor, or ``"auto"`` for the student's
+            median edge distance.
+        reduction: ``"mean"`` (over nodes) | ``"sum"`` | ``"none"``.
+
+    Shapes:
+        h_student: [N, Fs], log_p_teacher: [E], edge_index: [2, E]
+        -> scalar, or [N] for ``reduction="none"`` (0 for a node that is no edge's target)
+    """
+    scale = kernel_divisor(kernel_scale, h_student, edge_index)
+    log_p_student = edge_log_structure(h_student, edge_index, kernel, scale=scale)
+    return structure_kl(log_p_teacher, log_p_student, edge_index, h_student.size(0), reduction)
+
+
 # ---------------------------------------------------------------------------------------------
 # logit distillation
 
@@ -681,12 +715,3 @@ def at_loss(h_student: Tensor, h_teacher: Tensor, p: int = 2, reduction: str = "
     diff = _attention_map(h_student, p) - _attention_map(h_teacher.detach(), p)
     per_node = h_student.size(0) * diff.pow(2)
     return _reduce(per_node, reduction)
-
-
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "task": task_loss,
-    "kd": kd_loss,
-    "lsp": lsp_loss,
-    "fitnet": fitnet_loss,
-    "at": at_loss,
-}

@@ -36,7 +36,7 @@ from .data import GraphDataset
 from .evaluate import evaluate_split
 from .losses import edge_log_structure, kernel_divisor, task_loss, with_self_loops
 from .sampling import SeedBatches
-from .targets import TeacherView
+from .targets import ServeTargets, TeacherView, TrainedModel
 from .train import Step
 
 
@@ -167,21 +167,23 @@ def key(scale: ScaleConfig) -> dict[str, Any]:
     return {} if scale.sampler == "full" else {"scale": dataclasses.asdict(scale)}
 
 
-def student_hooks(model: nn.Module, data: GraphDataset, scale: ScaleConfig, seed: int,
-                  objective, device: torch.device) -> Hooks:
-    """Hooks for the student; also points ``objective`` at cached layer-wise teacher outputs and,
-    in a distributed run, puts the student and FitNet's projection under DDP."""
+def layerwise_targets(data: GraphDataset, scale: ScaleConfig,
+                      kernel_scale: float | str = 100.0) -> ServeTargets:
+    """Sampled training's teacher targets: :class:`CachedTeacherOutputs` of the training graph,
+    gathered per batch."""
     graph = data.splits["train"][0]
-    if objective.teachers:
-        kernel = objective.cfg.kernel if objective.method.structure == "lsp" else None
-        objective.outputs = CachedTeacherOutputs(objective.teachers, graph, scale.chunk_size,
-                                                 kernel, objective.cfg.kernel_scale)
-        seeds = torch.arange(graph.num_nodes)
-    else:
-        seeds = graph.mask.nonzero().view(-1).cpu()
-    net = distributed.wrap(model, device)
-    if getattr(objective, "proj", None) is not None:
-        objective.proj = distributed.wrap(objective.proj, device)
-    return hooks(model, data, scale, seeds, seed, net=net,
-                 full_hidden=objective.method.structure == "lsp", rank=distributed.rank(),
-                 world=distributed.world())
+
+    def serve(teachers: Sequence[TrainedModel], kernel: str | None) -> CachedTeacherOutputs:
+        return CachedTeacherOutputs(teachers, graph, scale.chunk_size, kernel, kernel_scale)
+    return serve
+
+
+def student_hooks(model: nn.Module, data: GraphDataset, scale: ScaleConfig, seed: int,
+                  device: torch.device, every_node: bool, full_hidden: bool) -> Hooks:
+    """Hooks for the student, under DDP in a distributed run. ``every_node``: the seeds are all
+    nodes (a student with teachers), else the training nodes; ``full_hidden``: a term needs the
+    student's hidden states of the seeds' neighbours (LSP)."""
+    graph = data.splits["train"][0]
+    seeds = torch.arange(graph.num_nodes) if every_node else graph.mask.nonzero().view(-1).cpu()
+    return hooks(model, data, scale, seeds, seed, net=distributed.wrap(model, device),
+                 full_hidden=full_hidden, rank=distributed.rank(), world=distributed.world())

@@ -11,6 +11,7 @@ teacher targets to the loss terms.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,21 @@ class TeacherView:
     """One teacher's outputs on the nodes of a step's graph."""
 
     logits: Tensor  # [N, C]
-    # [N, W], the teacher's last hidden layer. None when the LSP target below is cached: the
-    # target is all the structure term needs, and on PPI the hidden layers of three 4x256
-    # teachers would hold ~550 MB for nothing.
+    # [N, W], the teacher's last hidden layer. None when the full-batch provider serves the LSP
+    # target below instead: the target is all the structure term needs, and on PPI the hidden
+    # layers of three 4x256 teachers would hold ~550 MB for nothing.
     hidden: Tensor | None
-    # LSP target, when cached: edge index with one self loop per node and the teacher's log
-    # distribution over each node's in-edges, aligned with it (the edge index is one tensor
-    # shared by all teachers of a graph).
+    # LSP target, when a term compares structures: edge index with one self loop per node (of a
+    # sampled batch: per seed) and the teacher's log distribution over each node's in-edges,
+    # aligned with it (the edge index is one tensor shared by all teachers of a graph).
     edge_index: Tensor | None = None
     log_p: Tensor | None = None
+
+
+# How a training mode serves teacher targets: a step's graph (or neighbour-sampled batch) -> per
+# teacher, its outputs on the step's nodes. Full-batch training serves them from
+# mskd.distill.TeacherOutputs, sampled training from mskd.scale.CachedTeacherOutputs.
+TeacherTargets = Callable[[Any], list[TeacherView]]
+# What mskd.distill.Objective is handed to build its targets once it knows what the method
+# needs: (the teachers the method uses, the LSP kernel or None when no term compares structures).
+ServeTargets = Callable[[Sequence[TrainedModel], str | None], TeacherTargets]

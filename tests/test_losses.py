@@ -11,7 +11,6 @@ from torch import Tensor
 
 from mskd.losses import (
     KERNELS,
-    LOSSES,
     KernelParams,
     at_loss,
     edge_kernel,
@@ -19,6 +18,8 @@ from mskd.losses import (
     kd_loss,
     local_structure,
     lsp_loss,
+    lsp_target_loss,
+    median_edge_distance,
     structure_kl,
     task_loss,
 )
@@ -358,14 +359,30 @@ def test_at_scale_invariant_and_positive_otherwise() -> None:
     torch.testing.assert_close(per_node.mean(), expected)
 
 
-def test_losses_registry() -> None:
-    assert LOSSES == {
-        "task": task_loss,
-        "kd": kd_loss,
-        "lsp": lsp_loss,
-        "fitnet": fitnet_loss,
-        "at": at_loss,
-    }
+@pytest.mark.parametrize("kernel_scale", [100.0, 3.0, "auto"])
+def test_lsp_target_loss_is_lsp_with_the_teacher_half_given(kernel_scale) -> None:
+    h_s = _features(3, seed=80, scale=5.0)
+    h_t = _features(5, seed=81, scale=5.0)
+    edge_index, log_p_t = local_structure(h_t, EDGE_INDEX, "l1")
+    per_node = lsp_target_loss(h_s, log_p_t, edge_index, "l1", kernel_scale, reduction="none")
+    scale = median_edge_distance(h_s, edge_index) if kernel_scale == "auto" else kernel_scale
+    expected = structure_kl(log_p_t, local_structure(h_s, EDGE_INDEX, "l1", scale=scale)[1],
+                            edge_index, NUM_NODES, reduction="none")
+    assert per_node.shape == (NUM_NODES,)
+    torch.testing.assert_close(per_node, expected)
+    if kernel_scale == 100.0:
+        torch.testing.assert_close(per_node, lsp_loss(h_s, h_t, EDGE_INDEX, reduction="none"))
+
+
+def test_lsp_target_loss_gives_nodes_without_in_edges_zero() -> None:
+    # A sampled batch: the student has rows for the seeds' neighbours, the edges end at seeds.
+    h_s = _features(3, seed=82)
+    edge_index, log_p_t = local_structure(_features(3, seed=83), EDGE_INDEX, "rbf")
+    seeds = edge_index[1] < 2
+    per_node = lsp_target_loss(h_s, log_p_t[seeds], edge_index[:, seeds], "rbf", 1.0,
+                               reduction="none")
+    assert per_node.shape == (NUM_NODES,) and per_node[2:].eq(0).all()
+    assert per_node[:2].gt(0).all()
 
 
 @pytest.mark.parametrize("kernel", ["l1", "rbf", "poly"])
