@@ -12,6 +12,7 @@ arguments and calls the functions below on the same ``argparse.Namespace``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ import torch
 
 from . import distributed
 from .config import ConfigError, RunConfig
+from .context import RunContext, stderr_log
 from .data import GraphDataset, load_dataset
 from .distill import METHODS, check_data
 from .errors import MskdError, RunDirError, UsageError
@@ -132,17 +134,13 @@ def run_args(args: argparse.Namespace) -> RunOutcome | int:
         return run_distributed(args)
     t0 = time.perf_counter()
     cfg = resolve_config(args)
-    device = resolve_device(args.device)
+    ctx = run_context(args, resolve_device(args.device))
     data = load_data(args, cfg)
     out, teacher_dir = prepare_out(args, data.name)
-    log = stderr_log(args.quiet)
-    with RunLock(out, log=log):
-        teachers = _start(args, cfg, data, out, teacher_dir, device, args.quiet, log)
-        student, details = train_student(cfg, data, teachers, out, device, args.quiet,
-                                         teacher_cache=not args.no_teacher_cache,
-                                         checkpoint_every=args.checkpoint_every,
-                                         fresh=args.force, log=log)
-        rec = _finish(cfg, data, teachers, student, details, device, out, t0)
+    with RunLock(out, log=ctx.log):
+        teachers = _start(args, cfg, data, out, teacher_dir, ctx)
+        student, details = train_student(cfg, data, teachers, out, ctx)
+        rec = _finish(cfg, data, teachers, student, details, ctx.device, out, t0)
     return RunOutcome(rec, out, teachers, student, details)
 
 
@@ -168,28 +166,26 @@ def run_distributed(args: argparse.Namespace) -> RunOutcome | int:
     distributed.setup(device)
     try:
         main = distributed.is_main()
-        quiet = args.quiet or not main
-        log = stderr_log(quiet)
+        # Rank 0 alone says anything: the other ranks repeat its work.
+        ctx = run_context(args, device, quiet=args.quiet or not main)
         # Each step's failure is agreed between the ranks (raised on all, printed by rank 0), so
         # no rank is left waiting in a collective for one that has stopped.
         data = distributed.on_every_rank(
             lambda: load_dataset(args.dataset, args.data_root, split_seed=cfg.split_seed))
-        log(data.summary())
+        ctx.log(data.summary())
         out, teacher_dir = distributed.from_main(lambda: prepare_out(args, data.name))
-        lock = RunLock(out, log=log)  # taken and held by rank 0 only
+        lock = RunLock(out, log=ctx.log)  # taken and held by rank 0 only
         trained: list = []
 
         def start() -> None:
             lock.acquire()
-            trained.extend(_start(args, cfg, data, out, teacher_dir, device, quiet, log))
+            trained.extend(_start(args, cfg, data, out, teacher_dir, ctx))
 
         try:
             distributed.from_main(start)
             teachers = distributed.on_every_rank(
-                lambda: trained if main else load_trained_teachers(cfg, data, teacher_dir, device))
-            student, details = train_student(cfg, data, teachers, out, device, quiet,
-                                             checkpoint_every=args.checkpoint_every,
-                                             fresh=args.force, log=log)
+                lambda: trained if main else load_trained_teachers(cfg, data, teacher_dir, ctx))
+            student, details = train_student(cfg, data, teachers, out, ctx)
             rec = distributed.from_main(
                 lambda: _finish(cfg, data, teachers, student, details, device, out, t0))
         finally:
@@ -200,8 +196,7 @@ def run_distributed(args: argparse.Namespace) -> RunOutcome | int:
 
 
 def _start(args: argparse.Namespace, cfg: RunConfig, data: GraphDataset, out: Path,
-           teacher_dir: Path, device: torch.device, quiet: bool,
-           log: Callable[[str], None]) -> list[TrainedModel]:
+           teacher_dir: Path, ctx: RunContext) -> list[TrainedModel]:
     """A run's first steps in its locked directory: refuse to resume one with other settings,
     record the config, train or reuse the teachers."""
     from .teachers import train_or_load_teachers
@@ -209,8 +204,8 @@ def _start(args: argparse.Namespace, cfg: RunConfig, data: GraphDataset, out: Pa
     check_interrupted(out, cfg, args.force)
     write_json(out / "config.json", cfg.to_dict())
     # --force starts over the teachers of this run, never those of a --teachers DIR.
-    return train_or_load_teachers(cfg, data, teacher_dir, device, quiet, log,
-                                  args.checkpoint_every, fresh=args.force and not args.teachers)
+    return train_or_load_teachers(cfg, data, teacher_dir,
+                                  dataclasses.replace(ctx, fresh=ctx.fresh and not args.teachers))
 
 
 def _finish(cfg: RunConfig, data: GraphDataset, teachers: list[TrainedModel],
@@ -224,12 +219,12 @@ def _finish(cfg: RunConfig, data: GraphDataset, teachers: list[TrainedModel],
     return rec
 
 
-def stderr_log(quiet: bool) -> Callable[[str], None]:
-    """Progress and log lines go to stderr (stdout holds results), none with ``quiet``."""
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-    return log
+def run_context(args: argparse.Namespace, device: torch.device,
+                quiet: bool | None = None) -> RunContext:
+    """The :class:`RunContext` of parsed arguments (``quiet``: in place of ``--quiet``)."""
+    return RunContext(device, quiet=args.quiet if quiet is None else quiet,
+                      checkpoint_every=args.checkpoint_every, fresh=args.force,
+                      teacher_cache=not getattr(args, "no_teacher_cache", False))
 
 
 def prepare_out(args: argparse.Namespace, dataset_name: str) -> tuple[Path, Path]:
@@ -317,13 +312,11 @@ def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str
     seeds, methods = parse_seeds(seeds_text), parse_methods(methods_text)
     cfg = resolve_config(args)
     validate_methods(cfg, methods)
-    device = resolve_device(args.device)
+    ctx = run_context(args, resolve_device(args.device))
     data = load_data(args, cfg)
     out = compare_out(args, data.name)
-    rec = run_compare(cfg, data, seeds, methods, out, device, args.quiet, stderr_log(args.quiet),
-                      teacher_cache=not args.no_teacher_cache,
-                      checkpoint_every=args.checkpoint_every, fresh=args.force)
-    return rec, out, cfg, data, methods, device
+    rec = run_compare(cfg, data, seeds, methods, out, ctx)
+    return rec, out, cfg, data, methods, ctx.device
 
 
 def degree_args(args: argparse.Namespace) -> tuple[dict, Path]:

@@ -26,6 +26,7 @@ from .api import (
     load_data,
     prepare_out,
     run_args,
+    run_context,
     select_conv,
     stderr_log,
 )
@@ -54,11 +55,10 @@ def cmd_teachers(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     cfg = resolve_config(args)
-    device = resolve_device(args.device)
+    ctx = run_context(args, resolve_device(args.device))
     data = load_data(args, cfg)
     _, teacher_dir = prepare_out(args, data.name)
-    teachers = train_or_load_teachers(cfg, data, teacher_dir, device, args.quiet, stderr_log(args.quiet),
-                                      args.checkpoint_every, fresh=args.force)
+    teachers = train_or_load_teachers(cfg, data, teacher_dir, ctx)
     print(format_table([model_row(t) for t in teachers], _metric(data)))
     print(f"teachers in {teacher_dir}")
     return 0

@@ -29,6 +29,7 @@ from torch_geometric.data import Data
 
 from .attention import teacher_weights
 from .config import SEED_MAX, ConfigError, RunConfig, teacher_names
+from .context import RunContext
 from .data import GraphDataset
 from .distill import METHODS, check_data, scheduled, train_student
 from .distill import validate as validate_distill
@@ -227,15 +228,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise RunDirError(f"{path} is unreadable ({e}); delete it to recompute that cell") from None
 
 
-def run_compare(
-    base: RunConfig, data: GraphDataset, seeds: Sequence[int], methods: Sequence[str], out: Path,
-    device: torch.device, quiet: bool = False, log: Callable[[str], None] = print,
-    teacher_cache: bool = True, checkpoint_every: float = 30.0, fresh: bool = False,
-) -> dict[str, Any]:
+def run_compare(base: RunConfig, data: GraphDataset, seeds: Sequence[int],
+                methods: Sequence[str], out: Path, ctx: RunContext) -> dict[str, Any]:
     """Every (seed, teachers) and (seed, method) cell, computing only those not yet finished.
 
-    A cell being computed also saves its training state every ``checkpoint_every`` seconds, so
-    an interrupted cell continues where it stopped. ``fresh`` recomputes every cell (``--force``).
+    A cell being computed also saves its training state every ``ctx.checkpoint_every`` seconds,
+    so an interrupted cell continues where it stopped. ``ctx.fresh`` recomputes every cell
+    (``--force``).
     Each seed's directory is locked while its cells are computed, and ``out`` itself only while
     the settings are checked and the tables written: several processes can therefore fill one
     comparison with disjoint ``seeds`` (one per core), and a last call with every seed, whose
@@ -245,19 +244,19 @@ def run_compare(
     validate_methods(base, methods)
     for m in methods:
         check_data(cell_config(base, 0, m).distill, data)
-    with RunLock(out, log=log):
-        check_settings(out, base, data, fresh)
-    cells = _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
-                       checkpoint_every, fresh)
+    with RunLock(out, log=ctx.log):
+        check_settings(out, base, data, ctx.fresh)
+    cells = _run_cells(base, data, seeds, methods, out, ctx)
     record = compare_record(data, seeds, cells)
-    with RunLock(out, log=log):
+    with RunLock(out, log=ctx.log):
         write_compare(out, record)
     return record
 
 
-def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cache,
-               checkpoint_every, fresh) -> list[dict[str, Any]]:
-    dev_data = data.to(device)
+def _run_cells(base: RunConfig, data: GraphDataset, seeds: Sequence[int],
+               methods: Sequence[str], out: Path, ctx: RunContext) -> list[dict[str, Any]]:
+    fresh, log = ctx.fresh, ctx.log
+    dev_data = data.to(ctx.device)
     plan = [(s, m) for s in seeds for m in (None, *methods)]  # None = the seed's teachers
     todo = [(s, m) for s, m in plan if fresh or not _cell_path(out, s, m).exists()]
     if len(todo) < len(plan):
@@ -295,8 +294,7 @@ def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cach
                 if teachers is None:
                     tdir = out / f"seed{seed}" / "teachers"
                     tdir.mkdir(parents=True, exist_ok=True)
-                    teachers = train_or_load_teachers(cfg, data, tdir, device, quiet, log,
-                                                      checkpoint_every, fresh)
+                    teachers = train_or_load_teachers(cfg, data, tdir, ctx)
                 if method is None:
                     rows = _teacher_rows(teachers, dev_data, seed)
                     write_json(path, {"seed": seed, "teachers": rows})
@@ -304,11 +302,8 @@ def _run_cells(base, data, seeds, methods, out, device, quiet, log, teacher_cach
                 else:
                     cell_dir = path.parent
                     cell_dir.mkdir(parents=True, exist_ok=True)
-                    student, details = train_student(cfg, data, teachers, cell_dir, device, quiet,
-                                                     teacher_cache=teacher_cache,
-                                                     checkpoint_every=checkpoint_every,
-                                                     fresh=fresh, log=log)
-                    rec = results_record(cfg, data, teachers, student, details, str(device),
+                    student, details = train_student(cfg, data, teachers, cell_dir, ctx)
+                    rec = results_record(cfg, data, teachers, student, details, str(ctx.device),
                                          time.perf_counter() - t0)
                     rec["seed"] = seed
                     rec["student"]["infer_s"] = inference_time(student.model, dev_data)

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from . import __version__, distributed, scale
 from .attention import MODES as ATTENTION_MODES
 from .attention import teacher_weights
 from .config import ConfigError, DistillConfig, RunConfig, TrainConfig
+from .context import RunContext
 from .data import GraphDataset
 from .losses import (
     KERNELS,
@@ -668,25 +668,21 @@ class Objective:
         return torch.stack(self.attention_log).mean(dim=0).tolist()
 
 
-def train_student(
-    run: RunConfig, data: GraphDataset, teachers: Sequence[TrainedModel], out_dir: Path,
-    device: torch.device, quiet: bool = False, teacher_cache: bool = True,
-    checkpoint_every: float = 30.0, fresh: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> tuple[TrainedModel, dict]:
-    """Train the student with ``run.distill.method``; save ``student-<method>.pt``.
+def train_student(run: RunConfig, data: GraphDataset, teachers: Sequence[TrainedModel],
+                  out_dir: Path, ctx: RunContext) -> tuple[TrainedModel, dict]:
+    """Train the student with ``run.distill.method`` on ``ctx.device``; save
+    ``student-<method>.pt``.
 
-    With ``teacher_cache`` the teachers' outputs are computed once and, when the teachers were
-    loaded from (or saved to) one directory, persisted in ``<teacher_dir>/cache/`` for the next
-    run (see :class:`TeacherOutputs`). While training, the state is saved to
-    ``student-<method>.resume`` every ``checkpoint_every`` seconds and an interrupted training
-    continues from it (``fresh`` ignores it). ``log`` gets cache and resume messages (default:
-    stderr unless ``quiet``).
+    With ``ctx.teacher_cache`` the teachers' outputs are computed once and, when the teachers
+    were loaded from (or saved to) one directory, persisted in ``<teacher_dir>/cache/`` for the
+    next run (see :class:`TeacherOutputs`). While training, the state is saved to
+    ``student-<method>.resume`` every ``ctx.checkpoint_every`` seconds and an interrupted
+    training continues from it (``ctx.fresh`` ignores it). Cache and resume messages go to
+    ``ctx.log``.
 
     Returns the trained student and a dict of method details for ``results.json``.
     """
-    if log is None:
-        log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    device = ctx.device
     cfg = run.distill
     validate(cfg, run.student.hidden_layers, [t.layers for t in teachers])
     check_data(cfg, data)
@@ -703,7 +699,7 @@ def train_student(
         targets = scale.layerwise_targets(dev_data, run.scale, cfg.kernel_scale)
         wrap = functools.partial(distributed.wrap, device=device)
     else:
-        targets = full_batch_targets(dev_data, cfg.kernel_scale, teacher_cache, log=log)
+        targets = full_batch_targets(dev_data, cfg.kernel_scale, ctx.teacher_cache, log=ctx.log)
         wrap = None
     objective = Objective(cfg, dev_data, teachers, student, seed=run.seed, targets=targets,
                           wrap=wrap)
@@ -717,13 +713,13 @@ def train_student(
     key = training_key(run.student, train_cfg, run.seed, data, distill=dataclasses.asdict(cfg),
                        teachers=[file_digest(t.path) if t.path else t.name
                                  for t in objective.teachers], **scale.key(run.scale))
-    resume = Resume(resume_path(path), key, every_s=checkpoint_every,
-                    get_extra=objective.state, set_extra=objective.load_state, log=log)
-    if fresh and distributed.is_main():
+    resume = Resume(resume_path(path), key, every_s=ctx.checkpoint_every,
+                    get_extra=objective.state, set_extra=objective.load_state, log=ctx.log)
+    if ctx.fresh and distributed.is_main():
         resume.discard()
     result = fit(student, dev_data, train_cfg, terms=objective.terms(),
                  extra_modules=objective.extra_modules, seed=run.seed,
-                 desc=f"student-{cfg.method}", quiet=quiet or not distributed.is_main(),
+                 desc=f"student-{cfg.method}", quiet=ctx.quiet or not distributed.is_main(),
                  # Ranks of a distributed run must stay in step: none resumes alone.
                  resume=None if distributed.world() > 1 else resume,
                  grad_every=GRAD_SHARE_EVERY, **(hooks.fit_kwargs() if hooks else {}))

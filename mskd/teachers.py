@@ -11,10 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import scale
 from .config import ModelConfig, RunConfig, TrainConfig, teacher_names, teacher_replicas
+from .context import RunContext
 from .data import GraphDataset
 from .models import GNN, count_parameters
 from .runs import CheckpointError, RunLock, load_checkpoint, resume_path, save_checkpoint
@@ -49,41 +48,41 @@ def _reuse(path: Path, cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
     return payload
 
 
-def train_or_load_teachers(
-    run: RunConfig, data: GraphDataset, teacher_dir: Path, device: torch.device,
-    quiet: bool = False, log=print, checkpoint_every: float = 30.0, fresh: bool = False,
-) -> list[TrainedModel]:
+def train_or_load_teachers(run: RunConfig, data: GraphDataset, teacher_dir: Path,
+                           ctx: RunContext) -> list[TrainedModel]:
     """One trained teacher per configured depth, reusing matching checkpoints in ``teacher_dir``.
 
-    A teacher being trained saves its state to ``teacher-L.resume`` every ``checkpoint_every``
-    seconds, and an interrupted one continues from there. ``fresh`` retrains every teacher and
-    ignores saved states (``--force``). ``teacher_dir`` is locked while in use, so two runs that
-    share it cannot train the same teacher at once.
+    A teacher being trained saves its state to ``teacher-L.resume`` every
+    ``ctx.checkpoint_every`` seconds, and an interrupted one continues from there.
+    ``ctx.fresh`` retrains every teacher and ignores saved states (``--force``). ``teacher_dir``
+    is locked while in use, so two runs that share it cannot train the same teacher at once.
     """
-    with RunLock(teacher_dir, log=None if quiet else log):
-        return _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh)
+    with RunLock(teacher_dir, log=ctx.log):
+        return _train_or_load(run, data, teacher_dir, ctx)
 
 
 def load_trained_teachers(run: RunConfig, data: GraphDataset, teacher_dir: Path,
-                          device: torch.device) -> list[TrainedModel]:
+                          ctx: RunContext) -> list[TrainedModel]:
     """The teachers another process has just trained or checked in ``teacher_dir``, loaded
     without taking its lock: the other ranks of a distributed run, after rank 0."""
-    return _train_or_load(run, data, teacher_dir, device, True, print, 0.0, False)
+    return _train_or_load(run, data, teacher_dir,
+                          dataclasses.replace(ctx, quiet=True, fresh=False))
 
 
-def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every, fresh):
+def _train_or_load(run: RunConfig, data: GraphDataset, teacher_dir: Path,
+                   ctx: RunContext) -> list[TrainedModel]:
+    device = ctx.device
     teachers = []
     dev_data = data.to(device)
     for cfg, name, replica in zip(run.teachers, teacher_names(run.teachers),
                                   teacher_replicas(run.teachers)):
         path = teacher_dir / f"{name}.pt"
         seed = teacher_seed(run.seed, cfg.hidden_layers, replica)
-        if path.exists() and not fresh:
+        if path.exists() and not ctx.fresh:
             payload = _reuse(path, cfg, run.teacher_train, seed, data)
             model = model_from_checkpoint(payload, path).to(device)
             m = payload["metrics"]
-            if not quiet:
-                log(f"reusing {name} from {path} (val {m['val']:.4f})")
+            ctx.log(f"reusing {name} from {path} (val {m['val']:.4f})")
             teachers.append(TrainedModel(name, model, cfg, count_parameters(model), m["val"],
                                          m["test"], m["best_epoch"], m["train_s"], path, True))
             continue
@@ -91,10 +90,10 @@ def _train_or_load(run, data, teacher_dir, device, quiet, log, checkpoint_every,
         model = GNN(data.num_features, data.num_classes, cfg).to(device)
         resume = Resume(resume_path(path), training_key(cfg, run.teacher_train, seed, data,
                                                         **scale.key(run.scale)),
-                        every_s=checkpoint_every, log=None if quiet else log)
-        if fresh:
+                        every_s=ctx.checkpoint_every, log=ctx.log)
+        if ctx.fresh:
             resume.discard()
-        result = fit(model, dev_data, run.teacher_train, seed=seed, desc=name, quiet=quiet,
+        result = fit(model, dev_data, run.teacher_train, seed=seed, desc=name, quiet=ctx.quiet,
                      resume=resume,
                      **scale.fit_kwargs_teacher(model, dev_data, run.scale, seed))
         test, _ = scale.evaluate(model, dev_data, "test", run.scale)

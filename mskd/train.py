@@ -170,6 +170,7 @@ def fit(
     model: nn.Module,
     data: GraphDataset,
     cfg: TrainConfig,
+    *,
     terms: Sequence[LossTerm] = (),
     extra_modules: Sequence[nn.Module] = (),
     seed: int = 0,

@@ -24,6 +24,7 @@ from test_distill import SMALL, _dataset, _teachers
 
 from mskd.cli import main
 from mskd.config import DistillConfig, RunConfig, ScaleConfig, TrainConfig
+from mskd.context import RunContext
 from mskd.distill import train_student
 
 CPU = torch.device("cpu")
@@ -49,7 +50,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         data = _dataset()
         student, details = train_student(_config(8), data, _teachers(data, depths=(1, 2)),
-                                         Path(out) / f"rank{rank}", CPU, quiet=True)
+                                         Path(out) / f"rank{rank}", RunContext(CPU, quiet=True))
         flat = _flat(student.model)
         every = [torch.zeros_like(flat) for _ in range(world)]
         dist.all_gather(every, flat)
@@ -81,7 +82,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
     data = _dataset()
     single, details = train_student(_config(16), data, _teachers(data, depths=(1, 2)),
-                                    tmp_path / "single", CPU, quiet=True)
+                                    tmp_path / "single", RunContext(CPU, quiet=True))
     torch.testing.assert_close(got["params"][0], _flat(single.model), atol=1e-4, rtol=1e-4)
     assert got["val"] == pytest.approx(single.val, abs=1e-6)
     assert got["test"] == pytest.approx(single.test, abs=1e-6)

@@ -23,6 +23,7 @@ LAYERS = (
     "convs",
     "runs",
     "distributed",
+    "context",
     "sampling",
     "config",
     "ogb_data",

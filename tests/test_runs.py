@@ -13,6 +13,7 @@ import torch
 import mskd.runs
 import mskd.teachers
 from mskd.config import ModelConfig, RunConfig, TrainConfig, with_depths
+from mskd.context import RunContext
 from mskd.data import load_npz
 from mskd.evaluate import evaluate_split
 from mskd.runs import (
@@ -26,10 +27,7 @@ from mskd.runs import (
 from mskd.teachers import model_from_checkpoint, train_or_load_teachers
 
 CPU = torch.device("cpu")
-
-
-def _quiet(msg: str) -> None:
-    pass
+QUIET = RunContext(CPU, quiet=True)
 
 
 @pytest.fixture
@@ -49,8 +47,7 @@ def data(tiny_npz):
 @pytest.fixture
 def trained(run_cfg, data, tmp_path):
     teacher_dir = tmp_path / "teachers"
-    return teacher_dir, train_or_load_teachers(run_cfg, data, teacher_dir, CPU, quiet=True,
-                                               log=_quiet)
+    return teacher_dir, train_or_load_teachers(run_cfg, data, teacher_dir, QUIET)
 
 
 def test_teachers_trained_and_saved(trained, data) -> None:
@@ -95,8 +92,8 @@ def test_teachers_reused_without_retraining(trained, run_cfg, data, monkeypatch)
 
     monkeypatch.setattr(mskd.teachers, "fit", no_training)
     messages: list[str] = []
-    second = train_or_load_teachers(run_cfg, data, teacher_dir, CPU, quiet=False,
-                                    log=messages.append)
+    second = train_or_load_teachers(run_cfg, data, teacher_dir,
+                                    RunContext(CPU, sink=messages.append))
     assert all(t.reused for t in second)
     assert [(t.name, t.val, t.test, t.best_epoch, t.params) for t in second] == [
         (t.name, t.val, t.test, t.best_epoch, t.params) for t in first
@@ -111,7 +108,7 @@ def test_teachers_reused_without_retraining(trained, run_cfg, data, monkeypatch)
 def test_only_missing_teacher_is_trained(trained, run_cfg, data) -> None:
     teacher_dir, _ = trained
     (teacher_dir / "teacher-2.pt").unlink()
-    again = train_or_load_teachers(run_cfg, data, teacher_dir, CPU, quiet=True, log=_quiet)
+    again = train_or_load_teachers(run_cfg, data, teacher_dir, QUIET)
     assert [t.reused for t in again] == [True, False]
     assert (teacher_dir / "teacher-2.pt").is_file()
 
@@ -131,7 +128,7 @@ def test_mismatched_config_is_an_error(trained, run_cfg, data, change, message) 
     teacher_dir, _ = trained
     before = {p.name: p.read_bytes() for p in teacher_dir.iterdir()}
     with pytest.raises(CheckpointError, match=message):
-        train_or_load_teachers(change(run_cfg), data, teacher_dir, CPU, quiet=True, log=_quiet)
+        train_or_load_teachers(change(run_cfg), data, teacher_dir, QUIET)
     assert {p.name: p.read_bytes() for p in teacher_dir.iterdir()} == before
 
 
@@ -139,7 +136,7 @@ def test_other_split_is_an_error(trained, run_cfg, tiny_npz) -> None:
     teacher_dir, _ = trained
     other = load_npz(tiny_npz, split_seed=1)
     with pytest.raises(CheckpointError, match="different version of tiny"):
-        train_or_load_teachers(run_cfg, other, teacher_dir, CPU, quiet=True, log=_quiet)
+        train_or_load_teachers(run_cfg, other, teacher_dir, QUIET)
 
 
 # --- atomic writes and corrupt files -------------------------------------------------------------

@@ -11,6 +11,7 @@ from test_distill import SMALL, _dataset, _teachers
 
 from mskd.cli import main
 from mskd.config import ConfigError, DistillConfig, ModelConfig, RunConfig, ScaleConfig, TrainConfig
+from mskd.context import RunContext
 from mskd.distill import METHODS, train_student
 from mskd.evaluate import evaluate_split
 from mskd.inference import _Chunks
@@ -20,6 +21,7 @@ from mskd.sampling import SeedBatches, SparseRows, sample_hops
 from mskd.scale import CachedTeacherOutputs, check_supported
 
 CPU = torch.device("cpu")
+QUIET = RunContext(CPU, quiet=True)
 
 
 @pytest.mark.parametrize("arch", ["gat", "gcn", "sage"])
@@ -168,8 +170,8 @@ def test_one_batch_of_all_nodes_with_full_fanout_is_the_full_batch_objective(met
     teachers = _teachers(data, depths=(1, 2))
     full = _run(method, ScaleConfig())
     sampled = _run(method, ScaleConfig("neighbor", (-1,), batch_size=1000, chunk_size=7))
-    _, d_full = train_student(full, data, teachers, tmp_path / "f", CPU, quiet=True)
-    _, d_sampled = train_student(sampled, data, teachers, tmp_path / "s", CPU, quiet=True)
+    _, d_full = train_student(full, data, teachers, tmp_path / "f", QUIET)
+    _, d_sampled = train_student(sampled, data, teachers, tmp_path / "s", QUIET)
     for a, b in zip(d_full["history"], d_sampled["history"]):
         assert a.keys() == b.keys()
         for k in a:
@@ -188,7 +190,7 @@ def test_sampled_distillation_learns_with_every_method(method, input_dropout, tm
     run = _run(method, ScaleConfig("neighbor", (3, 2), batch_size=8), epochs=4)
     run = dataclasses.replace(run, student=dataclasses.replace(run.student,
                                                                input_dropout=input_dropout))
-    student, details = train_student(run, data, teachers, tmp_path, CPU, quiet=True)
+    student, details = train_student(run, data, teachers, tmp_path, QUIET)
     hist = details["history"]
     assert all(torch.isfinite(torch.tensor(list(h.values()), dtype=torch.float64)).all()
                for h in hist)

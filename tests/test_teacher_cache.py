@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mskd.config import DistillConfig, ModelConfig, RunConfig, TrainConfig, with_depths
+from mskd.context import RunContext
 from mskd.data import load_npz
 from mskd.distill import Objective, TeacherOutputs, teacher_cache_file
 from mskd.models import GNN
@@ -33,8 +34,8 @@ def run_cfg() -> RunConfig:
 def setup(run_cfg, tiny_npz, tmp_path):
     data = load_npz(tiny_npz)
     teacher_dir = tmp_path / "teachers"
-    teachers = train_or_load_teachers(run_cfg, data, teacher_dir, CPU, quiet=True,
-                                      log=lambda m: None)
+    teachers = train_or_load_teachers(run_cfg, data, teacher_dir,
+                                      RunContext(CPU, quiet=True))
     return data, teacher_dir, teachers
 
 
@@ -91,8 +92,8 @@ def test_edited_teacher_checkpoint_rebuilds(setup, run_cfg) -> None:
     key = next(iter(payload["state_dict"]))
     payload["state_dict"][key] = payload["state_dict"][key] + 0.5
     save_checkpoint(path, payload)
-    reloaded = train_or_load_teachers(run_cfg, data, teacher_dir, CPU, quiet=True,
-                                      log=lambda m: None)
+    reloaded = train_or_load_teachers(run_cfg, data, teacher_dir,
+                                      RunContext(CPU, quiet=True))
     obj, logs = _objective(data, reloaded, run_cfg)
     assert obj.outputs.source == "computed"
     assert logs[0] == ("teacher cache stale: teachers[teacher-2].checkpoint_sha256; "
