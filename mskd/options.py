@@ -210,6 +210,11 @@ def _add_model_args(g) -> None:
                    help="architecture of the student only, after --arch: gat, gcn, sage, or mlp "
                         "(a graph-free student: no edges at inference; the structure terms still "
                         "use them in training)")
+    g.add_argument("--student-heads", type=_int_range(1, 64), default=None, metavar="K",
+                   help="the student's heads per hidden layer (GCN, SAGE and MLP students: width "
+                        "= hidden x heads, so this widens them; default: the preset's)")
+    g.add_argument("--student-dropout", type=_real_range(0.0, 0.95), default=None, metavar="P",
+                   help="the student's dropout (default: the preset's)")
     g.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
                    help="first-layer dropout of teachers and student: dense, or sparse (over the "
                         "non-zero features only; same distribution, faster on sparse features, "
@@ -511,9 +516,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if model_over:
         teachers = tuple(dataclasses.replace(t, **model_over) for t in teachers)
         cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **model_over))
-    if getattr(args, "student_arch", None):
-        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student,
-                                                                   arch=args.student_arch))
+    student_over = {k: v for k, v in (("arch", getattr(args, "student_arch", None)),
+                                       ("heads", getattr(args, "student_heads", None)),
+                                       ("dropout", getattr(args, "student_dropout", None)))
+                    if v is not None}
+    if student_over:
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **student_over))
     if args.teacher_depths:
         teachers = with_depths(teachers[0], args.teacher_depths)
     archs = getattr(args, "teacher_archs", None)

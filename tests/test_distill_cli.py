@@ -120,3 +120,20 @@ def test_student_arch_changes_the_student_only(tiny_npz, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["student"]["method"] == "mskd"
     assert res["student"]["params"] < min(t["params"] for t in res["teachers"])
+
+
+def test_student_width_and_dropout_flags_change_the_student_only(tiny_npz):
+    base = resolve_config(build_parser().parse_args(["run", "--dataset", str(tiny_npz)]))
+    cfg = resolve_config(build_parser().parse_args(
+        ["run", "--dataset", str(tiny_npz), "--student-arch", "mlp", "--student-heads", "8",
+         "--student-dropout", "0.3"]))
+    assert (cfg.student.arch, cfg.student.heads, cfg.student.dropout) == ("mlp", 8, 0.3)
+    assert cfg.student.width == 8 * base.student.hidden
+    assert cfg.teachers == base.teachers
+
+
+@pytest.mark.parametrize("flag, value", [("--student-heads", "0"), ("--student-dropout", "1")])
+def test_bad_student_flags_are_one_line_errors(tiny_npz, tmp_path, capsys, flag, value):
+    line = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
+                              flag, value])
+    assert flag in line
