@@ -5,7 +5,9 @@
 # student with none, kd, uniform and mskd on the *same* teachers; with AUTO=1, lsp and mskd
 # with --kernel-scale auto on the same teachers again; with CONTROL=1, the same-depth control:
 # three 2-layer teachers from different seeds (--teacher-depths 2,2,2, a plain ensemble; the
-# first is the main comparison's teacher-2) distilled with uniform and mskd, and its headroom.
+# first is the main comparison's teacher-2) distilled with uniform and mskd, and its headroom;
+# with WIDE=1, an MLP student four times wider with dropout 0.3 (--student-heads 8
+# --student-dropout 0.3 on the citation presets' 2 x 8), same teachers, none, kd, uniform, mskd.
 # Resumable: rerun the same command and finished cells are kept.
 #
 # Usage: benchmarks/selection.sh OUT_ROOT DATASET...
@@ -36,6 +38,11 @@ for ds in "$@"; do
   share_teachers "$out" "$out-mlp"
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlp" "${extra[@]}" \
     --student-arch mlp --methods none,kd,uniform,mskd
+  if [ "${WIDE:-0}" = 1 ]; then
+    share_teachers "$out" "$out-mlpw"
+    mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlpw" "${extra[@]}" \
+      --student-arch mlp --student-heads 8 --student-dropout 0.3 --methods none,kd,uniform,mskd
+  fi
   if [ "${AUTO:-0}" = 1 ]; then
     share_teachers "$out" "$out-auto"
     mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-auto" "${extra[@]}" \
