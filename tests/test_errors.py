@@ -3,6 +3,7 @@ code 1, one line, the traceback in a file or, with ``--debug``, on stderr)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -34,10 +35,16 @@ def _shape_bug(*_args, **_kwargs):
     raise ValueError("z_student and z_teacher must have the same shape, got (3, 2) and (3, 4)")
 
 
+def _break_kd(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registry holds the loss itself: the kd method's term gets the failing one.
+    term = dataclasses.replace(mskd.distill.KD, loss=_shape_bug)
+    monkeypatch.setitem(mskd.distill.METHODS, "kd", mskd.distill.Method("one", (term,)))
+
+
 def test_a_bug_during_training_is_reported_as_a_bug(
         tiny_npz: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     # A loss's shape check firing in the middle of training is mskd's bug, not bad input.
-    monkeypatch.setattr(mskd.distill, "kd_loss", _shape_bug)
+    _break_kd(monkeypatch)
     code = main(["run", "--dataset", str(tiny_npz), "--out", "run", *FAST])
     err = capsys.readouterr().err
     assert code == 1
@@ -55,7 +62,7 @@ def test_a_bug_during_training_is_reported_as_a_bug(
 
 def test_debug_prints_the_traceback(tiny_npz: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(mskd.distill, "kd_loss", _shape_bug)
+    _break_kd(monkeypatch)
     code = main(["--debug", "run", "--dataset", str(tiny_npz), "--out", "run", *FAST])
     err = capsys.readouterr().err
     assert code == 1
