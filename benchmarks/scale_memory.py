@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch_geometric.utils import subgraph
 
+from mskd.context import RunContext
 from mskd.config import ScaleConfig, preset, with_depths
 from mskd.data import _transductive, canonical_name, load_dataset, stratified_split
 from mskd.distill import train_student
@@ -106,12 +107,13 @@ def main() -> None:
     cpu = torch.device("cpu")
     teachers = []
     if a.method != "none":
-        teachers = train_or_load_teachers(cfg, data, Path(a.teachers or run_dir / "teachers"), cpu,
-                                          quiet=True)
+        teachers = train_or_load_teachers(cfg, data, Path(a.teachers or run_dir / "teachers"),
+                                          RunContext(cpu, quiet=True))
     rss_loaded = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
     t0 = time.perf_counter()
-    student, details = train_student(cfg, data, teachers, run_dir, cpu, quiet=True, fresh=True)
+    student, details = train_student(cfg, data, teachers, run_dir,
+                                     RunContext(cpu, quiet=True, fresh=True))
     wall = time.perf_counter() - t0
     g = data.splits["train"][0]
     rec = {
