@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch_geometric.utils import subgraph
 
-from mskd.context import RunContext
 from mskd.config import ScaleConfig, preset, with_depths
+from mskd.context import RunContext
 from mskd.data import _transductive, canonical_name, load_dataset, stratified_split
 from mskd.distill import train_student
 from mskd.teachers import train_or_load_teachers
