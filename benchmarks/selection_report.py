@@ -3,7 +3,7 @@
 
 - ``ROOT/D``: GAT student, methods none, kd, uniform, mskd, confidence, degree, gate; its
   ``degree.json`` (headroom and selection weights per bucket);
-- ``ROOT/D-mlp``: the MLP student on the same teachers;
+- ``ROOT/D-mlp``: the MLP student on the same teachers (``ROOT/D-mlpw``: four times wider);
 - ``ROOT/D-auto`` (optional): lsp and mskd with ``--kernel-scale auto`` on the same teachers;
 - ``ROOT/D-same2`` (optional): the same-depth control, three 2-layer teachers.
 
@@ -119,7 +119,6 @@ def main() -> None:
     print((d / "compare.md").read_text())
     rows = [(f"{m} − uniform", gat, m, gat, "uniform")
             for m in ("mskd", "confidence", "degree", "gate", "kd") if m in _scores(gat, "val")]
-    rows.append(("uniform − kd", gat, "uniform", gat, "kd"))
     best = max((r for r in gat["rows"] if r["kind"] == "teacher"), key=lambda r: r["val_mean"])
     rows += [(f"{m} − {best['name']} (best teacher on val)", gat, m, gat, best["name"])
              for m in ("uniform", "mskd", "gate")]
@@ -136,6 +135,13 @@ def main() -> None:
         print((root / f"{ds}-mlp" / "compare.md").read_text())
         rows = [(f"MLP {m} − GAT {m}", mlp, m, gat, m) for m in ("none", "kd", "uniform", "mskd")]
         rows += [(f"MLP {m} − MLP none", mlp, m, mlp, "none") for m in ("kd", "uniform", "mskd")]
+        print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
+    wide = _load(root / f"{ds}-mlpw" / "compare.json")
+    if wide is not None:
+        print(f"#### {ds}: MLP student 4x wider, dropout 0.3 (same teachers)\n")
+        print((root / f"{ds}-mlpw" / "compare.md").read_text())
+        rows = [(f"wide MLP {m} − GAT {m}", wide, m, gat, m) for m in ("none", "kd", "uniform",
+                                                                         "mskd")]
         print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
     auto = _load(root / f"{ds}-auto" / "compare.json")
     if auto is not None:
