@@ -9,6 +9,9 @@ import torch
 from conftest import cli_error
 
 from mskd.cli import main
+from mskd.data import load_dataset
+from mskd.selection import confidence_weights
+from mskd.targets import model_from_checkpoint
 
 
 def test_gate_with_auto_kernel_scale_records_scales_and_gradient_shares(tiny_npz, tmp_path, capsys):
@@ -96,3 +99,21 @@ def test_bad_teacher_archs_are_one_line_errors(tiny_npz, tmp_path, capsys, argv,
     line = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
                               "--quiet", *argv])
     assert says in line
+
+
+def test_selection_weights_follow_the_seed_nodes_of_sampled_batches(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["distill", "--dataset", str(tiny_npz), "--method", "confidence",
+                 "--sampler", "neighbor", "--batch-size", "64", "--fanout", "5",
+                 "--teacher-depths", "1,2", "--epochs", "2", "--patience", "2", "--out", str(out),
+                 "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    s = json.loads((out / "results.json").read_text())["student"]
+    assert s["attention"] == "confidence"
+    # Every node is a seed once per epoch, so the mean over batches is close to the mean of the
+    # full-graph weights (the last, smaller batch counts as much as the others).
+    g = load_dataset(str(tiny_npz)).splits["train"][0]
+    z = torch.stack([model_from_checkpoint(torch.load(out / "teachers" / f"teacher-{d}.pt",
+                                                      weights_only=False)).eval()(
+        g.x, g.edge_index)[0].detach() for d in (1, 2)])
+    want = confidence_weights(z, tau=0.1, multilabel=False).mean(0).tolist()
+    assert s["mean_attention"] == pytest.approx(want, abs=0.03)
