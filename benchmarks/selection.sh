@@ -8,7 +8,8 @@
 # first is the main comparison's teacher-2) distilled with uniform and mskd, and its headroom;
 # with WIDE=1, an MLP student four times wider with dropout 0.3 (--student-heads 8
 # --student-dropout 0.3 on the citation presets' 2 x 8), same teachers, none, kd, uniform, mskd.
-# Resumable: rerun the same command and finished cells are kept.
+# Resumable: rerun the same command and finished cells are kept; SEEDS (default 0-4) picks the
+# seeds, so SEEDS=0-2 first and SEEDS=0-4 later extends the same directories.
 #
 # Usage: benchmarks/selection.sh OUT_ROOT DATASET...
 #   e.g. MSKD_DATA_ROOT=../shared/data OMP_NUM_THREADS=1 bash benchmarks/selection.sh runs/r19 cora
@@ -16,6 +17,8 @@
 set -euo pipefail
 root=${1:?usage: selection.sh OUT_ROOT DATASET...}; shift
 seeds=${SEEDS:-0-4}
+# METHODS narrows the GAT comparison (e.g. METHODS=none,kd,uniform,mskd,gate to fit the time).
+methods=${METHODS:-none,kd,uniform,mskd,confidence,degree,gate}
 # The teachers of OUT/D are copied into the other comparisons of D before they start, so every
 # student of a seed learns from the same teacher checkpoints (mskd reuses a matching checkpoint).
 share_teachers() {
@@ -33,7 +36,7 @@ for ds in "$@"; do
   out=$root/$ds
   start=$(date +%s)
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out" "${extra[@]}" \
-    --methods none,kd,uniform,mskd,confidence,degree,gate
+    --methods "$methods"
   mskd degree --run "$out" --no-plot --force
   share_teachers "$out" "$out-mlp"
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlp" "${extra[@]}" \
