@@ -7,7 +7,8 @@
 # three 2-layer teachers from different seeds (--teacher-depths 2,2,2, a plain ensemble; the
 # first is the main comparison's teacher-2) distilled with uniform and mskd, and its headroom;
 # with WIDE=1, an MLP student four times wider with dropout 0.3 (--student-heads 8
-# --student-dropout 0.3 on the citation presets' 2 x 8), same teachers, none, kd, uniform, mskd.
+# --student-dropout 0.3 on the citation presets' 2 x 8), same teachers, none, kd, uniform, mskd;
+# with HOPS=K, the MLP student whose first layer mixes K propagated hops (--student-hops K).
 # Resumable: rerun the same command and finished cells are kept; SEEDS (default 0-4) picks the
 # seeds, so SEEDS=0-2 first and SEEDS=0-4 later extends the same directories.
 #
@@ -45,6 +46,11 @@ for ds in "$@"; do
     share_teachers "$out" "$out-mlpw"
     mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlpw" "${extra[@]}" \
       --student-arch mlp --student-heads 8 --student-dropout 0.3 --methods none,kd,uniform,mskd
+  fi
+  if [ -n "${HOPS:-}" ]; then
+    share_teachers "$out" "$out-mlph$HOPS"
+    mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlph$HOPS" "${extra[@]}" \
+      --student-arch mlp --student-hops "$HOPS" --methods none,kd,uniform,mskd
   fi
   if [ "${AUTO:-0}" = 1 ]; then
     share_teachers "$out" "$out-auto"

@@ -24,6 +24,7 @@ from .errors import ConfigError
 ARCHS = ("gat", "gcn", "sage", "mlp")
 ACTIVATIONS = ("elu", "relu")
 INPUT_DROPOUTS = ("dense", "sparse")
+MAX_HOPS = 10
 
 
 # Seeds (--seed, --split-seed, --seeds) live in NumPy's legacy seeding range: the training loop
@@ -56,6 +57,10 @@ class ModelConfig:
     # random stream, so a seeded run differs. On bag-of-words features with under 1 % non-zeros
     # (Coauthor) dense dropout was most of an epoch (docs/performance.md).
     input_dropout: str = "dense"
+    # MLP only: the first layer mixes its output propagated over 0..hops hops of the normalised
+    # adjacency (mskd.convs.HopLinear), so the student sees cheap structure at inference; 0 keeps
+    # it graph-free.
+    hops: int = 0
 
     @property
     def width(self) -> int:
@@ -87,13 +92,18 @@ class ModelConfig:
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.hops <= MAX_HOPS:
+            raise ConfigError(f"hops must be in 0..{MAX_HOPS}, got {self.hops}")
+        if self.hops and self.arch != "mlp":
+            raise ConfigError(f"hops ({self.hops}) is an option of the MLP student; a "
+                              f"{self.arch} model propagates through its own layers")
         if self.input_dropout not in INPUT_DROPOUTS:
             raise ConfigError(f"unknown input_dropout {self.input_dropout!r}; "
                               f"valid: {', '.join(INPUT_DROPOUTS)}")
 
 
 # ModelConfig fields added after checkpoints were first written, with the behaviour they had then.
-_ADDED_LATER: dict[str, Any] = {"input_dropout": "dense"}
+_ADDED_LATER: dict[str, Any] = {"input_dropout": "dense", "hops": 0}
 
 
 @dataclass(frozen=True)

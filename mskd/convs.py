@@ -1,5 +1,5 @@
 """GAT, GCN and GraphSAGE layers whose aggregation is a sparse-dense product (:mod:`mskd.sparse`),
-and the MLP student's graph-free layer.
+the MLP student's graph-free layer, and its optional first layer over propagated hops.
 
 Each is a subclass of the PyG layer it replaces and computes exactly its math, so parameter
 names, shapes and initialisation are PyG's own and every checkpoint loads into either
@@ -133,6 +133,25 @@ class FusedGATConv(_Static, GATConv):
         return out
 
 
+def gcn_propagate(h: Tensor, edge_index: Tensor, static: bool = False) -> Tensor:
+    """``D^-1/2 (A + I) D^-1/2 h``: GCN's normalised sum over in-edges with self loops, no
+    weights, no bias; ``static`` computes it in the static-shape form (:class:`_Static`).
+
+    Shapes:
+        h: [N, D], edge_index: [2, E] -> [N, D]
+    """
+    if static:
+        n = h.size(0)
+        src, dst, keep = _static_graph(edge_index, n)
+        w = keep.to(h.dtype)
+        deg = torch.zeros(n, dtype=h.dtype, device=h.device).index_add(0, dst, w)
+        inv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
+        msg = (inv[src] * w * inv[dst]).unsqueeze(1) * h[src]
+        return torch.zeros_like(h).index_add(0, dst, msg)
+    adj = adjacency(edge_index, h.size(0), "gcn", _gcn_graph)
+    return spmm_blocks(adj.block_weight().to(h.dtype), h, adj.blocks(1))
+
+
 class FusedGCNConv(_Static, GCNConv):
     """:class:`torch_geometric.nn.GCNConv` (self loops, symmetric normalisation) as
     ``D^-1/2 (A + I) D^-1/2 (x W) + b`` with a sparse product.
@@ -149,17 +168,7 @@ class FusedGCNConv(_Static, GCNConv):
 
     def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
         """The layer given ``h = self.lin(x)``."""
-        if self.static:
-            n = h.size(0)
-            src, dst, keep = _static_graph(edge_index, n)
-            w = keep.to(h.dtype)
-            deg = torch.zeros(n, dtype=h.dtype, device=h.device).index_add(0, dst, w)
-            inv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
-            msg = (inv[src] * w * inv[dst]).unsqueeze(1) * h[src]
-            out = torch.zeros_like(h).index_add(0, dst, msg)
-        else:
-            adj = adjacency(edge_index, h.size(0), "gcn", _gcn_graph)
-            out = spmm_blocks(adj.block_weight().to(h.dtype), h, adj.blocks(1))
+        out = gcn_propagate(h, edge_index, self.static)
         if self.bias is not None:
             out = out + self.bias
         return out
@@ -222,11 +231,57 @@ class GraphFreeLayer(nn.Module):
         return h
 
 
+class HopLinear(_Static, nn.Module):
+    """The first layer of an MLP student with ``hops`` K > 0: one linear map, then a learned
+    per-channel mix of its propagations over 0 to K hops of GCN's normalised adjacency,
+    ``sum_k gamma_k * A_hat^k (x W) + b``. Because the map is linear, this equals a linear layer
+    on SGC-style propagated features ``[x, A_hat x, ..., A_hat^K x]`` whose K + 1 weight blocks
+    share W up to the per-channel factors ``gamma_k``: the structure costs K sparse products of
+    the layer's narrow output instead of K wide feature matrices, and no more parameters than
+    the graph-free layer (plus ``(K + 1) * out_channels``). The rest of the student stays per
+    node; only this layer needs the edges at inference.
+
+    ``gamma`` starts at ``1 / (K + 1)``: the mean of the hops. The layer has no PyG twin; on
+    the "pyg" implementation it runs in its static-shape form (plain gathers and scatters), which
+    is what the exporters trace.
+
+    Shapes:
+        x: [N, F], edge_index: [2, E] -> [N, out_channels]
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hops: int, impl: str = "fused") -> None:
+        super().__init__()
+        if hops < 1:
+            raise ValueError(f"hops must be >= 1, got {hops}")
+        self.in_channels, self.out_channels, self.hops = in_channels, out_channels, hops
+        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.gamma = nn.Parameter(torch.empty(hops + 1, out_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.static = impl == "pyg"
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+        nn.init.constant_(self.gamma, 1.0 / (self.hops + 1))
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.forward_projected(self.lin(x), edge_index)
+
+    def forward_projected(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """The layer given ``h = self.lin(x)``."""
+        out = h * self.gamma[0]
+        for k in range(1, self.hops + 1):
+            h = gcn_propagate(h, edge_index, self.static)
+            out = out + h * self.gamma[k]
+        return out + self.bias
+
+
 def linear_first(conv: nn.Module) -> nn.Module | None:
     """The per-node linear map ``conv`` applies to its input before message passing, if the rest
     of the layer can be run on that map's output (GCN; GAT without PyG's built-in residual; the
     graph-free layer)."""
-    if isinstance(conv, (GCNConv, GraphFreeLayer)):
+    if isinstance(conv, (GCNConv, GraphFreeLayer, HopLinear)):
         return conv.lin
     if isinstance(conv, GATConv) and conv.lin is not None and conv.res is None:
         return conv.lin
@@ -254,16 +309,17 @@ def make_static(model: nn.Module) -> nn.Module:
 
 
 def make_conv(arch: str, in_dim: int, out_per_head: int, heads: int, attn_dropout: float,
-              impl: str = "fused") -> torch.nn.Module:
+              impl: str = "fused", hops: int = 0) -> torch.nn.Module:
     """One layer of ``arch`` ("gat" | "gcn" | "sage" | "mlp") in implementation ``impl``
     ("fused" | "pyg"); GCN, SAGE and MLP have ``out_per_head * heads`` outputs. Both
-    implementations have the same parameters (an MLP layer is the same in both)."""
+    implementations have the same parameters (an MLP layer is the same in both). ``hops`` > 0
+    makes an MLP layer a :class:`HopLinear`."""
     if impl not in CONVS:
         raise ValueError(f"unknown conv implementation {impl!r}; valid: {', '.join(CONVS)}")
     fused = impl == "fused"
     out_dim = out_per_head * heads
     if arch == "mlp":
-        return GraphFreeLayer(in_dim, out_dim)
+        return HopLinear(in_dim, out_dim, hops, impl) if hops else GraphFreeLayer(in_dim, out_dim)
     if arch == "gat":
         if fused:
             return FusedGATConv(in_dim, out_per_head, heads=heads, dropout=attn_dropout)

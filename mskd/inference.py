@@ -30,7 +30,7 @@ from torch import Tensor
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from .convs import conv_on_projected, linear_first
+from .convs import HopLinear, conv_on_projected, linear_first
 
 
 class _Chunks:
@@ -78,10 +78,15 @@ class _Chunks:
 
 
 def _conv_chunked(conv: torch.nn.Module, x: Tensor, chunks: _Chunks,
-                  bounds: list[tuple[int, int]]) -> Tensor:
+                  bounds: list[tuple[int, int]], edge_index: Tensor) -> Tensor:
     """One message-passing layer for every node, one chunk of targets ``bounds[k]`` at a time."""
     lin = linear_first(conv)
     h = lin(x) if lin is not None else x
+    if isinstance(conv, HopLinear):
+        # K hops need K-hop neighbourhoods, which one-hop chunks do not hold; the layer's sparse
+        # products over the whole graph keep only [N, width] tensors, the memory kept between
+        # layers anyway.
+        return conv.forward_projected(h, edge_index)
     outs = []
     for start, stop in bounds:
         nodes, ei, w = chunks.chunk(start, stop)
@@ -128,13 +133,13 @@ def layerwise(model, x: Tensor, edge_index: Tensor, chunk_size: int = 4096,
     hidden: list[Tensor] = []
     h = x
     for conv, res in zip(model.convs, model.res):
-        z = _conv_chunked(conv, h, chunks, bounds)
+        z = _conv_chunked(conv, h, chunks, bounds, edge_index)
         if res is not None:
             z = z + res(h)
         if keep_hidden:
             hidden.append(z)
         h = model.act(z)
-    z = _conv_chunked(model.out_conv, h, chunks, bounds)
+    z = _conv_chunked(model.out_conv, h, chunks, bounds, edge_index)
     if model.out_res is not None:
         z = z + model.out_res(h)
     logits = z.view(n, model.out_heads, model.out_channels).mean(dim=1)

@@ -76,17 +76,18 @@ class GNN(nn.Module):
         width = cfg.width
         dims = [in_channels] + [width] * cfg.hidden_layers
         for i in range(cfg.hidden_layers):
-            self.convs.append(self._conv(dims[i], cfg.hidden, cfg.heads))
+            self.convs.append(self._conv(dims[i], cfg.hidden, cfg.heads,
+                                         cfg.hops if i == 0 else 0))
             self.res.append(self._shortcut(dims[i], width, enabled=cfg.residual and i > 0))
         self.out_heads = cfg.out_heads if cfg.arch == "gat" else 1
         self.out_conv = self._conv(width, out_channels, self.out_heads)
         self.out_res = self._shortcut(width, out_channels * self.out_heads, enabled=cfg.residual)
         self.act = _ACTIVATIONS[cfg.activation]
 
-    def _conv(self, in_dim: int, out_per_head: int, heads: int) -> nn.Module:
+    def _conv(self, in_dim: int, out_per_head: int, heads: int, hops: int = 0) -> nn.Module:
         # GAT heads stay concatenated here; the output layer averages them after the residual.
         return make_conv(self.cfg.arch, in_dim, out_per_head, heads, self.cfg.attn_dropout,
-                         self.conv_impl)
+                         self.conv_impl, hops)
 
     def with_conv(self, conv: str) -> GNN:
         """A copy of this model (same weights, same train/eval mode) on implementation ``conv``."""

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from .config import ARCHS, INPUT_DROPOUTS, SEED_MAX, RunConfig, preset, with_depths
+from .config import ARCHS, INPUT_DROPOUTS, MAX_HOPS, SEED_MAX, RunConfig, preset, with_depths
 from .convs import CONVS
 from .data import canonical_name
 from .distill import METHODS
@@ -213,6 +213,10 @@ def _add_model_args(g) -> None:
     g.add_argument("--student-heads", type=_int_range(1, 64), default=None, metavar="K",
                    help="the student's heads per hidden layer (GCN, SAGE and MLP students: width "
                         "= hidden x heads, so this widens them; default: the preset's)")
+    g.add_argument("--student-hops", type=_int_range(0, MAX_HOPS), default=None, metavar="K",
+                   help="MLP student only: its first layer also mixes its output propagated over "
+                        "1..K hops of the normalised adjacency (cheap structure, but the edges "
+                        "are needed at inference; default 0: graph-free)")
     g.add_argument("--student-dropout", type=_real_range(0.0, 0.95), default=None, metavar="P",
                    help="the student's dropout (default: the preset's)")
     g.add_argument("--input-dropout", choices=INPUT_DROPOUTS, default=None,
@@ -518,7 +522,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **model_over))
     student_over = {k: v for k, v in (("arch", getattr(args, "student_arch", None)),
                                        ("heads", getattr(args, "student_heads", None)),
-                                       ("dropout", getattr(args, "student_dropout", None)))
+                                       ("dropout", getattr(args, "student_dropout", None)),
+                                       ("hops", getattr(args, "student_hops", None)))
                     if v is not None}
     if student_over:
         cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **student_over))

@@ -51,8 +51,10 @@ def check_supported(data: GraphDataset, scale: ScaleConfig) -> None:
 
 
 def n_layers(model: nn.Module) -> int:
-    """Message-passing layers of a GNN: its hops of receptive field."""
-    return model.cfg.hidden_layers + 1
+    """Hops of a model's receptive field to sample: its message-passing layers, plus an MLP's
+    propagated hops (more than its receptive field needs, but an MLP student with LSP still
+    wants its batch's neighbours, and graph-free MLPs keep their sampling as it was)."""
+    return model.cfg.hidden_layers + 1 + model.cfg.hops
 
 
 def evaluate(model: nn.Module, data: GraphDataset, split: str,

@@ -8,9 +8,11 @@ import dataclasses
 import pytest
 import torch
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from mskd.config import ModelConfig
-from mskd.convs import FusedGATConv, FusedGCNConv, FusedSAGEConv, make_conv
+from mskd.convs import FusedGATConv, FusedGCNConv, FusedSAGEConv, HopLinear, make_conv
+from mskd.errors import ConfigError
 from mskd.models import GNN
 from mskd.sparse import Adjacency, adjacency, spmm
 
@@ -175,3 +177,69 @@ def test_make_conv_refuses_an_unknown_implementation() -> None:
         make_conv("gat", 4, 4, 1, 0.0, "dgl")
     with pytest.raises(ValueError, match="unknown conv implementation"):
         GNN(4, 2, ModelConfig(), conv="dgl")
+
+
+def _normalised_adjacency(ei: torch.Tensor, n: int) -> torch.Tensor:
+    """GCN's ``D^-1/2 (A + I) D^-1/2`` as a dense matrix, from PyG's own normalisation."""
+    ei2, w = gcn_norm(ei, None, n, add_self_loops=True)
+    return torch.zeros(n, n).index_put_((ei2[1], ei2[0]), w, accumulate=True)
+
+
+@pytest.mark.parametrize("hops", [1, 3])
+def test_hop_linear_is_a_linear_layer_on_propagated_features(hops) -> None:
+    # sum_k gamma_k * A^k (x W) + b equals [x, A x, ..., A^K x] times the stacked blocks
+    # W diag(gamma_k): the SGC-style features, never formed.
+    torch.manual_seed(0)
+    conv = HopLinear(12, 5, hops)
+    with torch.no_grad():
+        conv.gamma.copy_(torch.randn_like(conv.gamma))
+        conv.bias.copy_(torch.randn_like(conv.bias))
+    x, ei = torch.randn(40, 12), awkward_graph()
+    a = _normalised_adjacency(ei, 40)
+    feats = [x]
+    for _ in range(hops):
+        feats.append(a @ feats[-1])
+    w = conv.lin.weight.t()
+    blocks = torch.cat([w * conv.gamma[k] for k in range(hops + 1)])
+    want = torch.cat(feats, dim=1) @ blocks + conv.bias
+    torch.testing.assert_close(conv(x, ei), want, **TOL)
+
+
+def test_hop_linear_static_form_equals_the_fused_one_with_gradients() -> None:
+    torch.manual_seed(0)
+    fused = HopLinear(12, 6, 2)
+    static = HopLinear(12, 6, 2, impl="pyg")
+    static.load_state_dict(fused.state_dict())
+    assert not fused.static and static.static
+    x, ei = torch.randn(40, 12), awkward_graph()
+    a, ga = _outputs_and_grads(fused, x, ei, 0)
+    b, gb = _outputs_and_grads(static, x, ei, 0)
+    torch.testing.assert_close(a, b, **TOL)
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], **TOL)
+
+
+def test_mlp_with_hops_uses_the_edges_and_layerwise_equals_forward() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="mlp", hidden_layers=2, hidden=4, heads=2, hops=2, residual=True)
+    model = GNN(12, 3, cfg).eval()
+    assert isinstance(model.convs[0], HopLinear) and not isinstance(model.convs[1], HopLinear)
+    x, ei = torch.randn(40, 12), awkward_graph()
+    z, hidden = model(x, ei)
+    assert not torch.allclose(z, model(x, ei[:, :0])[0])
+    lw, lw_hidden = model.layerwise(x, ei, chunk_size=9)
+    torch.testing.assert_close(lw, z, **TOL)
+    for u, v in zip(lw_hidden, hidden):
+        torch.testing.assert_close(u, v, **TOL)
+    torch.testing.assert_close(model.with_conv("pyg")(x, ei)[0], z, **TOL)
+
+
+def test_hops_belong_to_the_mlp_student_only() -> None:
+    with pytest.raises(ConfigError, match="option of the MLP student"):
+        GNN(12, 3, ModelConfig(arch="gat", hops=2))
+    with pytest.raises(ConfigError, match="hops must be in"):
+        GNN(12, 3, ModelConfig(arch="mlp", hops=-1))
+    # A config without the field (every checkpoint written before it) is the graph-free MLP.
+    assert "hops" not in ModelConfig(arch="mlp").to_dict()
+    assert ModelConfig(arch="mlp", hops=2).to_dict()["hops"] == 2

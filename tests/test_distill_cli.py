@@ -132,8 +132,27 @@ def test_student_width_and_dropout_flags_change_the_student_only(tiny_npz):
     assert cfg.teachers == base.teachers
 
 
-@pytest.mark.parametrize("flag, value", [("--student-heads", "0"), ("--student-dropout", "1")])
+def test_student_hops_give_an_mlp_student_propagated_hops(tiny_npz, tmp_path):
+    out = tmp_path / "hops"
+    assert main(["distill", "--dataset", str(tiny_npz), "--method", "kd", "--student-arch", "mlp",
+                 "--student-hops", "2", "--teacher-depths", "1", "--epochs", "3", "--patience",
+                 "3", "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["student"]["arch"], config["student"]["hops"]) == ("mlp", 2)
+    assert all(t.get("hops", 0) == 0 for t in config["teachers"])
+    assert main(["predict", "--checkpoint", str(out / "student-kd.pt"), "--dataset", str(tiny_npz),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+
+
+@pytest.mark.parametrize("flag, value", [("--student-heads", "0"), ("--student-dropout", "1"),
+                                         ("--student-hops", "11")])
 def test_bad_student_flags_are_one_line_errors(tiny_npz, tmp_path, capsys, flag, value):
     line = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
                               flag, value])
     assert flag in line
+
+
+def test_student_hops_on_a_gat_student_is_a_one_line_error(tiny_npz, tmp_path, capsys):
+    line = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
+                              "--student-hops", "2"])
+    assert "option of the MLP student" in line

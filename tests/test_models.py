@@ -148,14 +148,14 @@ def _sparse_features(x: torch.Tensor) -> torch.Tensor:
     return x * (torch.rand(x.shape, generator=g) < 0.2)
 
 
-@pytest.mark.parametrize("arch", ["gat", "gcn", "sage", "mlp"])
+@pytest.mark.parametrize("arch", ["gat", "gcn", "sage", "mlp", "mlp-hops"])
 def test_sparse_input_dropout_without_dropout_equals_dense(graph, arch) -> None:
     # With p = 0 the sparse first layer must compute exactly what the dense one does, gradients
     # included: only the way the product is formed differs.
     x, ei = graph
     x = _sparse_features(x)
-    cfg = ModelConfig(arch=arch, hidden_layers=2, hidden=4, heads=2, residual=True,
-                      dropout=0.0, attn_dropout=0.0)
+    cfg = ModelConfig(arch=arch.split("-")[0], hidden_layers=2, hidden=4, heads=2, residual=True,
+                      dropout=0.0, attn_dropout=0.0, hops=2 if arch == "mlp-hops" else 0)
     torch.manual_seed(0)
     dense = GNN(16, 3, cfg).train()
     sparse = GNN(16, 3, dataclasses.replace(cfg, input_dropout="sparse")).train()

@@ -18,7 +18,7 @@ from mskd.inference import _Chunks
 from mskd.losses import local_structure
 from mskd.models import GNN
 from mskd.sampling import SeedBatches, SparseRows, sample_hops
-from mskd.scale import CachedTeacherOutputs, check_supported
+from mskd.scale import CachedTeacherOutputs, check_supported, n_layers
 
 CPU = torch.device("cpu")
 QUIET = RunContext(CPU, quiet=True)
@@ -268,3 +268,16 @@ def test_cli_scale_errors_are_one_line(tiny_npz, capsys, argv, msg):
     code = main(["distill", "--dataset", str(tiny_npz), "--quiet", *argv])
     err = capsys.readouterr().err
     assert code == 2 and msg in err and err.startswith("mskd: error:") and err.count("\n") == 1
+
+
+def test_sampled_training_of_an_mlp_with_hops_samples_them_and_learns(tmp_path):
+    # The first layer propagates over K hops, so each batch needs the seeds' K-hop neighbours on
+    # top of the layers' own; validation runs layer-wise on the whole graph.
+    data = _dataset()
+    run = _run("kd", ScaleConfig("neighbor", (3, 2), batch_size=8), epochs=4)
+    run = dataclasses.replace(run, student=dataclasses.replace(run.student, arch="mlp", hops=2))
+    student, details = train_student(run, data, _teachers(data, depths=(1,)), tmp_path, QUIET)
+    assert n_layers(student.model) == run.student.hidden_layers + 3
+    hist = details["history"]
+    assert hist[-1]["task"] < hist[0]["task"]
+    assert student.test == evaluate_split(student.model, data, "test", run.scale.chunk_size)[0]
