@@ -3,7 +3,8 @@
 
 - ``ROOT/D``: GAT student, methods none, kd, uniform, mskd, confidence, degree, gate; its
   ``degree.json`` (headroom and selection weights per bucket);
-- ``ROOT/D-mlp``: the MLP student on the same teachers (``ROOT/D-mlpw``: four times wider);
+- ``ROOT/D-mlp``: the MLP student on the same teachers (``ROOT/D-mlpw``: four times wider;
+  ``ROOT/D-mlphK``: with K propagated hops, ``--student-hops K``);
 - ``ROOT/D-auto`` (optional): lsp and mskd with ``--kernel-scale auto`` on the same teachers;
 - ``ROOT/D-same2`` (optional): the same-depth control, three 2-layer teachers.
 
@@ -142,6 +143,18 @@ def main() -> None:
         print((root / f"{ds}-mlpw" / "compare.md").read_text())
         rows = [(f"wide MLP {m} − GAT {m}", wide, m, gat, m) for m in ("none", "kd", "uniform",
                                                                          "mskd")]
+        print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
+    for hop_dir in sorted(root.glob(f"{ds}-mlph*")):
+        hop = _load(hop_dir / "compare.json")
+        if hop is None:
+            continue
+        k = hop_dir.name[len(f"{ds}-mlph"):]
+        print(f"#### {ds}: MLP student with {k} propagated hops (same teachers)\n")
+        print((hop_dir / "compare.md").read_text())
+        rows = [(f"MLP-hops {m} − GAT {m}", hop, m, gat, m) for m in ("none", "kd", "uniform",
+                                                                        "mskd")]
+        if mlp is not None:
+            rows += [(f"MLP-hops {m} − MLP {m}", hop, m, mlp, m) for m in ("none", "kd", "mskd")]
         print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
     auto = _load(root / f"{ds}-auto" / "compare.json")
     if auto is not None:
