@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import cli_error
 
 from mskd.cli import build_parser, main, resolve_config
 from mskd.comparison import cell_config
-from mskd.data import load_npz
+from mskd.data import load_dataset, load_npz
 from mskd.distill import METHODS
 from mskd.evaluate import evaluate_split
 from mskd.runs import load_checkpoint
@@ -156,3 +157,20 @@ def test_student_hops_on_a_gat_student_is_a_one_line_error(tiny_npz, tmp_path, c
     line = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--out", str(tmp_path / "o"),
                               "--student-hops", "2"])
     assert "option of the MLP student" in line
+
+
+def test_an_mlp_student_with_hops_distils_on_inductive_graphs(ppi_root, tmp_path):
+    # PPI trains on batches of graphs: the hops must stay inside each graph of a batch.
+    root, _ = ppi_root
+    out = tmp_path / "ppi-hops"
+    assert main(["distill", "--dataset", "ppi", "--data-root", str(root), "--method", "mskd",
+                 "--student-arch", "mlp", "--student-hops", "2", "--teacher-depths", "1,2",
+                 "--epochs", "2", "--patience", "2", "--out", str(out), "--quiet"]) == 0
+    student = model_from_checkpoint(load_checkpoint(out / "student-mskd.pt"))
+    assert student.cfg.hops == 2
+    data = load_dataset("ppi", root)
+    g1, g2 = data.splits["test"][:2]
+    both = torch.cat([g1.edge_index, g2.edge_index + g1.num_nodes], dim=1)
+    z = student.predict(torch.cat([g1.x, g2.x]), both)
+    torch.testing.assert_close(z[:g1.num_nodes], student.predict(g1.x, g1.edge_index))
+    torch.testing.assert_close(z[g1.num_nodes:], student.predict(g2.x, g2.edge_index))
