@@ -237,9 +237,9 @@ class HopLinear(_Static, nn.Module):
     ``sum_k gamma_k * A_hat^k (x W) + b``. Because the map is linear, this equals a linear layer
     on SGC-style propagated features ``[x, A_hat x, ..., A_hat^K x]`` whose K + 1 weight blocks
     share W up to the per-channel factors ``gamma_k``: the structure costs K sparse products of
-    the layer's narrow output instead of K wide feature matrices, and no more parameters than
-    the graph-free layer (plus ``(K + 1) * out_channels``). The rest of the student stays per
-    node; only this layer needs the edges at inference.
+    the layer's narrow output instead of K wide feature matrices, and only
+    ``(K + 1) * out_channels`` parameters more than the graph-free layer. The rest of the student
+    stays per node; only this layer needs the edges at inference.
 
     ``gamma`` starts at ``1 / (K + 1)``: the mean of the hops. The layer has no PyG twin; on
     the "pyg" implementation it runs in its static-shape form (plain gathers and scatters), which
