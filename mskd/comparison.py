@@ -52,7 +52,7 @@ from .report import (
     results_record,
 )
 from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write_json, write_text
-from .selection import FITTED, ensemble, oracle, selection_weights
+from .selection import FITTED, calibrated_uniform, ensemble, oracle, selection_weights
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
 CONFIG_FILE = "compare-config.json"
@@ -419,6 +419,11 @@ def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphD
                                                                       weigh(z, g), ml))
             weights[mode] = [weigh(torch.stack([z[i] for z in z_teachers["test"]]), g)
                              for i, g in enumerate(test)]
+    if transductive:
+        g = test[0]
+        z = torch.stack([zt[0] for zt in z_teachers["test"]])
+        logits = calibrated_uniform(z, g.y, val[0].mask, ml, seed)
+        out["uniform, calibrated teachers"] = ([logits], [logits])
     out["oracle (any teacher right)"] = per_graph(lambda z, g: oracle(z.cpu(), g.y.cpu(), ml))
     return out, weights
 

@@ -251,7 +251,7 @@ def test_degree_scores_the_teachers_ensembles(degree_run) -> None:
     rec = json.loads((degree_run / "degree.json").read_text())
     ens = {e["name"]: e for e in rec["ensembles"]}
     assert list(ens) == ["teacher-1", "teacher-2", "uniform", "confidence", "degree", "gate",
-                         "oracle (any teacher right)"]
+                         "uniform, calibrated teachers", "oracle (any teacher right)"]
     models = {m["name"]: m for m in rec["models"]}
     rows = {r["name"]: r for r in json.loads((degree_run / "compare.json").read_text())["rows"]}
     for e in ens.values():

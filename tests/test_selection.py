@@ -6,14 +6,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mskd.evaluate import score
 from mskd.selection import (
+    TEMPERATURES,
+    calibrated_uniform,
     certainty,
     confidence_weights,
     cross_fit,
     ensemble,
     fit_degree,
+    fit_temperature,
     folds,
     gate_features,
     log_likelihood,
@@ -154,3 +158,53 @@ def test_gradient_shares_sum_to_one_and_follow_the_weights() -> None:
     assert s["task"] == pytest.approx(math.sqrt(20) / (math.sqrt(20) + math.sqrt(18)))
     (a + b).backward()  # the graph was kept for the real update
     torch.testing.assert_close(w.grad, torch.tensor([5.0, 7.0]))
+
+
+def test_fit_temperature_undoes_a_known_scaling() -> None:
+    # Labels drawn from softmax(z): the calibrated temperature of z / 0.25 is 0.25 (on the grid).
+    gen = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(20000, 4, generator=gen)
+    y = torch.multinomial(torch.softmax(z, -1), 1, generator=gen).view(-1)
+    t = float(fit_temperature(z * 4, y, multilabel=False))
+    assert t == pytest.approx(4.0, rel=0.13)  # grid step: a factor of 10 ** 0.05 = 1.12
+    assert float(fit_temperature(z, y, multilabel=False)) == pytest.approx(1.0, rel=0.13)
+    assert float(TEMPERATURES.min()) < 0.1 and float(TEMPERATURES.max()) >= 10 * 0.9999
+
+
+def test_calibrated_uniform_is_cross_fitted_and_rescues_an_under_confident_teacher() -> None:
+    # Teacher 0 is right everywhere but nearly flat; teacher 1 is confidently wrong on a third of
+    # the nodes. Plain averaging follows teacher 1 there; calibrated, teacher 0 wins.
+    n, c = 300, 3
+    y = torch.arange(n) % c
+    right = F.one_hot(y, c).float()
+    wrong = F.one_hot((y + 1) % c, c).float()
+    z0 = 0.05 * right
+    z1 = torch.where((torch.arange(n) % 3 == 0).unsqueeze(1), 2.0 * wrong, 2.0 * right)
+    z = torch.stack([z0, z1])
+    val = torch.zeros(n, dtype=torch.bool)
+    val[::2] = True
+    plain = ensemble(z, torch.full((2,), 0.5), multilabel=False).argmax(-1)
+    cal = calibrated_uniform(z, y, val, multilabel=False, seed=0).argmax(-1)
+    assert (plain == y).float().mean() < 0.7 and bool((cal == y).all())
+
+
+def test_calibrated_uniform_gives_validation_nodes_the_other_folds_temperatures() -> None:
+    gen = torch.Generator().manual_seed(1)
+    n, k = 120, 2
+    z = torch.randn(k, n, 4, generator=gen) * torch.tensor([0.3, 3.0]).view(k, 1, 1)
+    y = torch.randint(0, 4, (n,), generator=gen)
+    val_mask = torch.zeros(n, dtype=torch.bool)
+    val_mask[:60] = True
+    got = calibrated_uniform(z, y, val_mask, multilabel=False, seed=3)
+    val = val_mask.nonzero().view(-1)
+    fold = folds(val.numel(), 3)
+    temps = [torch.stack([fit_temperature(z[j, val[fold == f]], y[val[fold == f]], False)
+                          for j in range(k)]) for f in (0, 1)]
+    for f in (0, 1):
+        nodes = val[fold == f]
+        want = ensemble(z[:, nodes] / temps[1 - f].view(k, 1, 1), torch.full((k,), 0.5), False)
+        torch.testing.assert_close(got[nodes], want)
+    rest = torch.arange(60, n)  # not validation: the two folds' temperatures averaged
+    mean_t = (temps[0] + temps[1]) / 2
+    want = ensemble(z[:, rest] / mean_t.view(k, 1, 1), torch.full((k,), 0.5), False)
+    torch.testing.assert_close(got[rest], want)
