@@ -49,9 +49,9 @@ from .losses import (
 )
 from .models import GNN, count_parameters
 from .runs import file_digest, resume_path, save_checkpoint
+from .selection import CALIBRATED, calibration_temperatures, selection_weights
 from .selection import FITTED as FITTED_SELECTION
 from .selection import MODES as SELECTION_MODES
-from .selection import selection_weights
 from .targets import (
     ServeTargets,
     TeacherTargets,
@@ -132,6 +132,8 @@ METHODS: dict[str, Method] = {
     "confidence": Method("all", (LSP, KD), attention="confidence"),
     "degree": Method("all", (LSP, KD), attention="degree"),
     "gate": Method("all", (LSP, KD), attention="gate"),
+    # Uniform averaging of teachers calibrated by their own temperatures (mskd.selection).
+    "calibrated": Method("all", (LSP, KD), attention=CALIBRATED),
 }
 SCHEDULES = ("joint", "sequential")
 SCALED_KERNELS = ("l1", "l1_code")  # the kernels whose distances --kernel-scale divides
@@ -176,9 +178,9 @@ def scheduled(run: RunConfig) -> RunConfig:
 def validate(cfg: DistillConfig, n_student_layers: int, teacher_depths: Sequence[int]) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
-    if cfg.attention not in (*ATTENTION_MODES, *SELECTION_MODES):
+    if cfg.attention not in (*ATTENTION_MODES, *SELECTION_MODES, CALIBRATED):
         raise ConfigError(f"unknown attention {cfg.attention!r}; valid: "
-                          f"{', '.join((*ATTENTION_MODES, *SELECTION_MODES))}")
+                          f"{', '.join((*ATTENTION_MODES, *SELECTION_MODES, CALIBRATED))}")
     if cfg.kernel not in KERNELS:
         raise ConfigError(f"unknown kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
     if cfg.kernel_scale == "auto":
@@ -465,7 +467,7 @@ def check_data(cfg: DistillConfig, data: GraphDataset) -> None:
     modes learn from validation nodes of the training graph, which inductive datasets (PPI) keep
     in other graphs."""
     attention = METHODS[cfg.method].attention or cfg.attention
-    if METHODS[cfg.method].teachers != "all" or attention not in FITTED_SELECTION:
+    if METHODS[cfg.method].teachers != "all" or attention not in (*FITTED_SELECTION, CALIBRATED):
         return
     train, val = data.splits["train"], data.splits["val"]
     if not (len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes):
@@ -478,7 +480,9 @@ def static_weights(mode: str, data: GraphDataset, teachers: Sequence[TrainedMode
                    seed: int) -> dict[int, Tensor]:
     """Teacher-side selection weights (:mod:`mskd.selection`) of every training graph, by graph
     id: computed once from the frozen teachers' full-graph logits. The fitted modes learn from the
-    validation nodes of the same graph, so they need a transductive dataset."""
+    validation nodes of the same graph, so they need a transductive dataset. For
+    :data:`~mskd.selection.CALIBRATED` the values are each teacher's temperature per node
+    ([N, K]), not weights."""
     train, val = data.splits["train"], data.splits["val"]
     same_graph = len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes
     out = {}
@@ -486,8 +490,12 @@ def static_weights(mode: str, data: GraphDataset, teachers: Sequence[TrainedMode
         for g in train:
             z = torch.stack([t.model.eval()(g.x, g.edge_index)[0] for t in teachers])
             val_mask = val[0].mask if same_graph else g.mask
-            out[int(g.gid)] = selection_weights(mode, z, g.edge_index, g.y, g.mask, val_mask,
-                                                tau, data.multilabel, seed)
+            if mode == CALIBRATED:
+                out[int(g.gid)] = calibration_temperatures(z, g.y, val_mask, data.multilabel,
+                                                           seed)
+            else:
+                out[int(g.gid)] = selection_weights(mode, z, g.edge_index, g.y, g.mask,
+                                                    val_mask, tau, data.multilabel, seed)
     return out
 
 
@@ -548,8 +556,14 @@ class Objective:
                 self.extra_modules += made
                 self._extras[term.name] = [wrap(m) for m in made] if wrap else made
         self.static: dict[int, Tensor] = {}
+        self.temperatures: dict[int, Tensor] = {}
         if self.attention in SELECTION_MODES and len(self.teachers) > 1:
             self.static = static_weights(self.attention, data, self.teachers, cfg.tau, seed)
+        elif self.attention == CALIBRATED and len(self.teachers) > 1:
+            self.temperatures = static_weights(CALIBRATED, data, self.teachers, cfg.tau, seed)
+            k = len(self.teachers)
+            self.static = {gid: torch.full_like(t, 1.0 / k) for gid, t in
+                           self.temperatures.items()}
         self._step_cache: tuple[Step, list[TeacherView], Tensor] | None = None
         self._frozen_weights: Tensor | None = None
         self.attention_log: list[Tensor] = []
@@ -591,11 +605,13 @@ class Objective:
                             tau=self.cfg.tau, lam=self.cfg.lam)
         return a if a.ndim == 2 else a.expand(n, k)
 
-    def _static_for(self, g) -> Tensor:
+    def _static_for(self, g, table: dict[int, Tensor] | None = None) -> Tensor:
+        """The rows of ``table`` (default: the static weights) for the nodes of step graph ``g``."""
+        table = self.static if table is None else table
         if hasattr(g, "n_id"):  # a neighbour-sampled batch: its seed nodes come first
-            return self.static[0][g.n_id[:g.batch_size].cpu()]
+            return table[0][g.n_id[:g.batch_size].cpu()]
         gids = g.gid.tolist() if isinstance(g.gid, Tensor) else [int(g.gid)]
-        return torch.cat([self.static[i] for i in gids])
+        return torch.cat([table[i] for i in gids])
 
     def _global_once(self, step: Step, outs) -> Tensor:
         # The authors compute the global weights once, from the untrained student.
@@ -610,6 +626,10 @@ class Objective:
         # Holding the step itself (not its id) keeps the key unique until the next step.
         if self._step_cache is None or self._step_cache[0] is not step:
             outs = self.outputs(step.graph)
+            if self.temperatures:
+                t = self._static_for(step.graph, self.temperatures).to(step.logits.device)
+                outs = [dataclasses.replace(o, logits=o.logits / t[:, k:k + 1])
+                        for k, o in enumerate(outs)]
             w = self._weights(step, outs).detach()
             self._step_cache = (step, outs, w)
             self.attention_log.append(w.mean(dim=0).cpu())

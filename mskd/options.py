@@ -263,15 +263,16 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
     else:
         g.add_argument("--method", default=default_method,
                        help="none | kd | fitnet | at | lsp | uniform | mskd | confidence | "
-                            f"degree | gate (default {default_method}; the last three are mskd "
-                            "with that --attention)")
+                            f"degree | gate | calibrated (default {default_method}; the last four "
+                            "are mskd with that --attention)")
     g.add_argument("--attention", default=None,
                    help="teacher weights: node (per-node cosine softmax with the student, "
                         "default), global (the authors' one weight per teacher), uniform; or "
                         "from the teachers alone (docs/method.md): confidence (each teacher's "
                         "certainty), degree (per degree bucket, fitted on validation), gate "
-                        "(learned per-node gate, fitted on validation); the fitted two are "
-                        "cross-fitted on halves of the validation nodes")
+                        "(learned per-node gate, fitted on validation), calibrated (uniform "
+                        "over teachers scaled by their own temperatures, fitted on validation); "
+                        "the fitted three are cross-fitted on halves of the validation nodes")
     g.add_argument("--tau", type=_real_range(1 / SCALE_MAX, SCALE_MAX), default=None,
                    help="temperature of the node, confidence and degree softmax (small = "
                         f"sharper), in [{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")

@@ -35,6 +35,9 @@ from .evaluate import in_degree, quantile_buckets
 
 MODES = ("confidence", "degree", "gate")
 FITTED = ("degree", "gate")
+# Not a weighting: uniform weights over teachers whose logits are first divided by their own
+# fitted temperatures (calibration_temperatures), fitted on validation labels like FITTED.
+CALIBRATED = "calibrated"
 DEGREE_BUCKETS = 4
 GATE_STEPS = 200
 GATE_LR = 0.05
@@ -262,19 +265,20 @@ def fit_temperature(z: Tensor, y: Tensor, multilabel: bool) -> Tensor:
     return TEMPERATURES[int(ll.argmax())]
 
 
-def calibrated_uniform(z_teachers: Tensor, y: Tensor, val_mask: Tensor, multilabel: bool,
-                       seed: int) -> Tensor:
-    """Logits of the uniform average of the teachers' probabilities after scaling each teacher's
-    logits by its own temperature (:func:`fit_temperature`), cross-fitted on the validation
-    nodes as the fitted modes are (module docstring): the headroom analysis's check of whether
-    averaging calibrated teachers beats averaging them as they are.
+def calibration_temperatures(z_teachers: Tensor, y: Tensor, val_mask: Tensor, multilabel: bool,
+                             seed: int) -> Tensor:
+    """Each teacher's temperature (:func:`fit_temperature`) for every node, cross-fitted on the
+    validation nodes as the fitted modes are (module docstring): a validation node gets the
+    temperatures fitted on the other fold, every other node the mean of the two folds' fits.
 
     Shapes:
-        z_teachers: [K, N, C], y: [N] or [N, C], val_mask: [N] bool -> [N, C]
+        z_teachers: [K, N, C], y: [N] or [N, C], val_mask: [N] bool -> [N, K]
     """
     z = z_teachers.detach().cpu().float()
     k, n = z.shape[:2]
     val = val_mask.cpu().nonzero().view(-1)
+    if val.numel() < 2:
+        raise ValueError(f"calibration needs at least 2 validation nodes, got {val.numel()}")
     yc = y.cpu()
 
     def fit(idx: Tensor) -> Callable[[Tensor], Tensor]:
@@ -282,9 +286,22 @@ def calibrated_uniform(z_teachers: Tensor, y: Tensor, val_mask: Tensor, multilab
                          for j in range(k)])
         return lambda side: t.expand(side.shape[0], k)
 
-    temps = cross_fit(fit, torch.zeros(n), val, seed)  # [N, K]
-    scaled = z / temps.t().unsqueeze(-1)
-    return ensemble(scaled, torch.full((k,), 1.0 / k), multilabel)
+    return cross_fit(fit, torch.zeros(n), val, seed)
+
+
+def calibrated_uniform(z_teachers: Tensor, y: Tensor, val_mask: Tensor, multilabel: bool,
+                       seed: int) -> Tensor:
+    """Logits of the uniform average of the teachers' probabilities after dividing each
+    teacher's logits by its own temperature (:func:`calibration_temperatures`): whether averaging
+    calibrated teachers beats averaging them as they are (the ``calibrated`` method's target).
+
+    Shapes:
+        z_teachers: [K, N, C], y: [N] or [N, C], val_mask: [N] bool -> [N, C]
+    """
+    z = z_teachers.detach().cpu().float()
+    temps = calibration_temperatures(z, y, val_mask, multilabel, seed)
+    k = z.shape[0]
+    return ensemble(z / temps.t().unsqueeze(-1), torch.full((k,), 1.0 / k), multilabel)
 
 
 def selection_weights(mode: str, z_teachers: Tensor, edge_index: Tensor, y: Tensor,

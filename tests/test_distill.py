@@ -17,6 +17,7 @@ from mskd.data import MULTI, SINGLE, GraphDataset
 from mskd.distill import METHODS, Method, Objective, Term, faithful, matched_layers
 from mskd.losses import _check_reduction, _reduce, task_loss
 from mskd.models import GNN, count_parameters
+from mskd.selection import calibration_temperatures
 from mskd.targets import TeacherView
 from mskd.teachers import TrainedModel
 from mskd.train import Step, fit, seed_everything
@@ -330,3 +331,23 @@ def test_an_mlp_student_ignores_the_edges_at_inference():
     assert torch.equal(z, z_none)
     assert [h.shape[1] for h in hidden] == [SMALL.hidden * SMALL.heads] * SMALL.hidden_layers
     torch.testing.assert_close(student.layerwise(g.x, g.edge_index, chunk_size=7)[0], z)
+
+
+def test_calibrated_method_averages_teachers_divided_by_their_own_temperatures():
+    data = _dataset()
+    teachers = _teachers(data)
+    student = _student(data)
+    obj = Objective(DistillConfig(method="calibrated"), data, teachers, student, seed=4)
+    g = data.splits["train"][0]
+    logits, hidden = student(g.x, g.edge_index)
+    outs, w = obj._shared(Step(logits, hidden, g, 1))
+    z = torch.stack([t.model(g.x, g.edge_index)[0] for t in teachers])
+    temps = calibration_temperatures(z, g.y, data.splits["val"][0].mask, False, seed=4)
+    for k, o in enumerate(outs):
+        torch.testing.assert_close(o.logits, z[k] / temps[:, k:k + 1])
+    torch.testing.assert_close(w, torch.full_like(w, 1 / 3))
+    # A term's gradient reaches the student through the calibrated targets.
+    for term in obj.terms():
+        student.zero_grad()
+        term.fn(Step(*student(g.x, g.edge_index), g, 1)).backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())

@@ -117,3 +117,18 @@ def test_selection_weights_follow_the_seed_nodes_of_sampled_batches(tiny_npz, tm
         g.x, g.edge_index)[0].detach() for d in (1, 2)])
     want = confidence_weights(z, tau=0.1, multilabel=False).mean(0).tolist()
     assert s["mean_attention"] == pytest.approx(want, abs=0.03)
+
+
+def test_calibrated_method_runs_end_to_end_and_is_refused_on_inductive_data(tiny_npz, ppi_root,
+                                                                             tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["distill", "--dataset", str(tiny_npz), "--method", "calibrated",
+                 "--teacher-depths", "1,2", "--epochs", "3", "--patience", "3", "--out", str(out),
+                 "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    s = json.loads((out / "results.json").read_text())["student"]
+    assert s["method"] == "calibrated" and s["attention"] == "calibrated"
+    assert s["mean_attention"] == pytest.approx([0.5, 0.5])
+    root, _ = ppi_root
+    line = cli_error(capsys, ["run", "--dataset", "ppi", "--data-root", str(root), "--method",
+                              "calibrated", "--out", str(tmp_path / "p"), "--quiet"])
+    assert "inductive" in line
