@@ -1,7 +1,8 @@
 """The per-dataset tables of docs/results.md's "Teacher selection and graph-free students" section
 (issues 19 and 20), from what ``benchmarks/selection.sh ROOT DATASET`` wrote:
 
-- ``ROOT/D``: GAT student, methods none, kd, uniform, mskd, confidence, degree, gate; its
+- ``ROOT/D``: GAT student, methods none, kd, uniform, mskd, confidence, degree, gate (and
+  calibrated where it was run); its
   ``degree.json`` (headroom and selection weights per bucket);
 - ``ROOT/D-mlp``: the MLP student on the same teachers (``ROOT/D-mlpw``: four times wider;
   ``ROOT/D-mlphK``: with K propagated hops, ``--student-hops K``);
@@ -119,10 +120,11 @@ def main() -> None:
     print(f"#### {ds}: GAT student\n")
     print((d / "compare.md").read_text())
     rows = [(f"{m} − uniform", gat, m, gat, "uniform")
-            for m in ("mskd", "confidence", "degree", "gate", "kd") if m in _scores(gat, "val")]
+            for m in ("mskd", "confidence", "degree", "gate", "calibrated", "kd")
+            if m in _scores(gat, "val")]
     best = max((r for r in gat["rows"] if r["kind"] == "teacher"), key=lambda r: r["val_mean"])
     rows += [(f"{m} − {best['name']} (best teacher on val)", gat, m, gat, best["name"])
-             for m in ("uniform", "mskd", "gate")]
+             for m in ("uniform", "mskd", "gate", "calibrated") if m in _scores(gat, "val")]
     print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
     deg = _load(d / "degree.json")
     if deg is not None and deg.get("ensembles"):
