@@ -402,11 +402,12 @@ def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphD
         out[name] = per_graph(lambda z, g, j=j: z[j])
     uniform = torch.full((k,), 1.0 / k)
     out["uniform"] = per_graph(lambda z, g: ensemble(z.cpu(), uniform, ml))
+    if transductive:
+        # One graph: the validation and test nodes share its weights (cross-fitted).
+        g = test[0]
+        z = torch.stack([zt[0] for zt in z_teachers["test"]])
     for mode in ["confidence", *(FITTED if transductive else ())]:
         if transductive:
-            # One graph: the validation and test nodes share its weights (cross-fitted).
-            g = test[0]
-            z = torch.stack([zt[0] for zt in z_teachers["test"]])
             w = selection_weights(mode, z, g.edge_index, g.y, data.splits["train"][0].mask,
                                   val[0].mask, tau, ml, seed)
             logits = ensemble(z.cpu().float(), w, ml)
@@ -420,8 +421,6 @@ def _ensemble_rows(z_teachers: dict[str, list[list[torch.Tensor]]], data: GraphD
             weights[mode] = [weigh(torch.stack([z[i] for z in z_teachers["test"]]), g)
                              for i, g in enumerate(test)]
     if transductive:
-        g = test[0]
-        z = torch.stack([zt[0] for zt in z_teachers["test"]])
         logits = calibrated_uniform(z, g.y, val[0].mask, ml, seed)
         out["uniform, calibrated teachers"] = ([logits], [logits])
     out["oracle (any teacher right)"] = per_graph(lambda z, g: oracle(z.cpu(), g.y.cpu(), ml))

@@ -561,9 +561,6 @@ class Objective:
             self.static = static_weights(self.attention, data, self.teachers, cfg.tau, seed)
         elif self.attention == CALIBRATED and len(self.teachers) > 1:
             self.temperatures = static_weights(CALIBRATED, data, self.teachers, cfg.tau, seed)
-            k = len(self.teachers)
-            self.static = {gid: torch.full_like(t, 1.0 / k) for gid, t in
-                           self.temperatures.items()}
         self._step_cache: tuple[Step, list[TeacherView], Tensor] | None = None
         self._frozen_weights: Tensor | None = None
         self.attention_log: list[Tensor] = []
@@ -601,7 +598,9 @@ class Objective:
             return self._global_once(step, outs).expand(n, k)
         if self.static:
             return self._static_for(step.graph).to(step.logits.device)
-        a = teacher_weights(step.logits, [o.logits for o in outs], mode=self.attention,
+        # Calibrated teachers are averaged uniformly; their logits were scaled in _shared.
+        mode = "uniform" if self.attention == CALIBRATED else self.attention
+        a = teacher_weights(step.logits, [o.logits for o in outs], mode=mode,
                             tau=self.cfg.tau, lam=self.cfg.lam)
         return a if a.ndim == 2 else a.expand(n, k)
 
