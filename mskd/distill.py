@@ -49,7 +49,7 @@ from .losses import (
 )
 from .models import GNN, count_parameters
 from .runs import file_digest, resume_path, save_checkpoint
-from .selection import CALIBRATED, calibration_temperatures, selection_weights
+from .selection import CALIBRATED, calibration_temperatures, selection_weights, teacher_temperatures
 from .selection import FITTED as FITTED_SELECTION
 from .selection import MODES as SELECTION_MODES
 from .targets import (
@@ -467,13 +467,13 @@ def check_data(cfg: DistillConfig, data: GraphDataset) -> None:
     modes learn from validation nodes of the training graph, which inductive datasets (PPI) keep
     in other graphs."""
     attention = METHODS[cfg.method].attention or cfg.attention
-    if METHODS[cfg.method].teachers != "all" or attention not in (*FITTED_SELECTION, CALIBRATED):
+    if METHODS[cfg.method].teachers != "all" or attention not in FITTED_SELECTION:
         return
     train, val = data.splits["train"], data.splits["val"]
     if not (len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes):
         raise ConfigError(f"--attention {attention} fits its weights on the validation nodes of "
                           f"the training graph; {data.name} keeps them in other graphs "
-                          "(inductive). Use --attention confidence there")
+                          "(inductive). Use --attention confidence or calibrated there")
 
 
 def static_weights(mode: str, data: GraphDataset, teachers: Sequence[TrainedModel], tau: float,
@@ -482,11 +482,18 @@ def static_weights(mode: str, data: GraphDataset, teachers: Sequence[TrainedMode
     id: computed once from the frozen teachers' full-graph logits. The fitted modes learn from the
     validation nodes of the same graph, so they need a transductive dataset. For
     :data:`~mskd.selection.CALIBRATED` the values are each teacher's temperature per node
-    ([N, K]), not weights."""
+    ([N, K]), not weights: cross-fitted on a transductive dataset; on an inductive one, where
+    the student never trains on a validation graph, fitted once on all validation graphs."""
     train, val = data.splits["train"], data.splits["val"]
     same_graph = len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes
     out = {}
     with torch.no_grad():
+        if mode == CALIBRATED and not same_graph:
+            z = torch.cat([torch.stack([t.model.eval()(g.x, g.edge_index)[0][g.mask]
+                                        for t in teachers]) for g in val], dim=1)
+            y = torch.cat([g.y[g.mask] for g in val]).cpu()
+            temps = teacher_temperatures(z.cpu().float(), y, data.multilabel)
+            return {int(g.gid): temps.expand(g.num_nodes, -1).clone() for g in train}
         for g in train:
             z = torch.stack([t.model.eval()(g.x, g.edge_index)[0] for t in teachers])
             val_mask = val[0].mask if same_graph else g.mask

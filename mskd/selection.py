@@ -265,6 +265,15 @@ def fit_temperature(z: Tensor, y: Tensor, multilabel: bool) -> Tensor:
     return TEMPERATURES[int(ll.argmax())]
 
 
+def teacher_temperatures(z_teachers: Tensor, y: Tensor, multilabel: bool) -> Tensor:
+    """Each teacher's temperature (:func:`fit_temperature`) on the labelled nodes given.
+
+    Shapes:
+        z_teachers: [K, M, C], y: [M] or [M, C] -> [K]
+    """
+    return torch.stack([fit_temperature(zk, y, multilabel) for zk in z_teachers])
+
+
 def calibration_temperatures(z_teachers: Tensor, y: Tensor, val_mask: Tensor, multilabel: bool,
                              seed: int) -> Tensor:
     """Each teacher's temperature (:func:`fit_temperature`) for every node, cross-fitted on the
@@ -282,8 +291,7 @@ def calibration_temperatures(z_teachers: Tensor, y: Tensor, val_mask: Tensor, mu
     yc = y.cpu()
 
     def fit(idx: Tensor) -> Callable[[Tensor], Tensor]:
-        t = torch.stack([fit_temperature(z[j, val[idx]], yc[val[idx]], multilabel)
-                         for j in range(k)])
+        t = teacher_temperatures(z[:, val[idx]], yc[val[idx]], multilabel)
         return lambda side: t.expand(side.shape[0], k)
 
     return cross_fit(fit, torch.zeros(n), val, seed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +12,8 @@ from conftest import cli_error
 
 from mskd.cli import main
 from mskd.data import load_dataset
-from mskd.selection import confidence_weights
+from mskd.distill import static_weights
+from mskd.selection import CALIBRATED, confidence_weights, fit_temperature
 from mskd.targets import model_from_checkpoint
 
 
@@ -119,8 +122,8 @@ def test_selection_weights_follow_the_seed_nodes_of_sampled_batches(tiny_npz, tm
     assert s["mean_attention"] == pytest.approx(want, abs=0.03)
 
 
-def test_calibrated_method_runs_end_to_end_and_is_refused_on_inductive_data(tiny_npz, ppi_root,
-                                                                             tmp_path, capsys):
+def test_calibrated_method_runs_end_to_end_transductive_and_inductive(tiny_npz, ppi_root,
+                                                                        tmp_path, capsys):
     out = tmp_path / "c"
     assert main(["distill", "--dataset", str(tiny_npz), "--method", "calibrated",
                  "--teacher-depths", "1,2", "--epochs", "3", "--patience", "3", "--out", str(out),
@@ -128,7 +131,24 @@ def test_calibrated_method_runs_end_to_end_and_is_refused_on_inductive_data(tiny
     s = json.loads((out / "results.json").read_text())["student"]
     assert s["method"] == "calibrated" and s["attention"] == "calibrated"
     assert s["mean_attention"] == pytest.approx([0.5, 0.5])
+    # PPI keeps its validation nodes in other graphs: each teacher's temperature is fitted once
+    # on all of them, and every training node gets it.
     root, _ = ppi_root
-    line = cli_error(capsys, ["run", "--dataset", "ppi", "--data-root", str(root), "--method",
-                              "calibrated", "--out", str(tmp_path / "p"), "--quiet"])
-    assert "inductive" in line
+    out = tmp_path / "p"
+    assert main(["distill", "--dataset", "ppi", "--data-root", str(root), "--method", "calibrated",
+                 "--teacher-depths", "1,2", "--epochs", "2", "--patience", "2", "--out", str(out),
+                 "--quiet", "--device", "cpu"]) == 0, capsys.readouterr().err
+    s = json.loads((out / "results.json").read_text())["student"]
+    assert s["attention"] == "calibrated" and math.isfinite(s["test"])
+    data = load_dataset("ppi", data_root=str(root))
+    teachers = [SimpleNamespace(model=model_from_checkpoint(
+        torch.load(out / "teachers" / f"teacher-{d}.pt", weights_only=False))) for d in (1, 2)]
+    temps = static_weights(CALIBRATED, data, teachers, tau=0.1, seed=0)
+    z = torch.cat([torch.stack([t.model.eval()(g.x, g.edge_index)[0] for t in teachers])
+                   for g in data.splits["val"]], dim=1).detach()
+    y = torch.cat([g.y for g in data.splits["val"]])
+    want = torch.stack([fit_temperature(zk, y, multilabel=True) for zk in z])
+    assert sorted(temps) == [int(g.gid) for g in data.splits["train"]]
+    for g in data.splits["train"]:
+        assert temps[int(g.gid)].shape == (g.num_nodes, 2)
+        torch.testing.assert_close(temps[int(g.gid)], want.expand(g.num_nodes, 2))
