@@ -122,6 +122,8 @@ def main() -> None:
     rows = [(f"{m} − uniform", gat, m, gat, "uniform")
             for m in ("mskd", "confidence", "degree", "gate", "calibrated", "kd")
             if m in _scores(gat, "val")]
+    if {"calibrated", "mskd"} <= set(_scores(gat, "val")):
+        rows.append(("calibrated − mskd (node attention)", gat, "calibrated", gat, "mskd"))
     best = max((r for r in gat["rows"] if r["kind"] == "teacher"), key=lambda r: r["val_mean"])
     rows += [(f"{m} − {best['name']} (best teacher on val)", gat, m, gat, best["name"])
              for m in ("uniform", "mskd", "gate", "calibrated") if m in _scores(gat, "val")]

@@ -464,12 +464,19 @@ class TeacherOutputs:
 
 def check_data(cfg: DistillConfig, data: GraphDataset) -> None:
     """Refuse, before any training, a selection mode the dataset cannot support: the fitted
-    modes learn from validation nodes of the training graph, which inductive datasets (PPI) keep
-    in other graphs."""
+    modes and calibration learn from validation labels (at least two), and the fitted modes from
+    those of the training graph, which inductive datasets (PPI) keep in other graphs."""
     attention = METHODS[cfg.method].attention or cfg.attention
-    if METHODS[cfg.method].teachers != "all" or attention not in FITTED_SELECTION:
+    if METHODS[cfg.method].teachers != "all" or attention not in (*FITTED_SELECTION, CALIBRATED):
         return
     train, val = data.splits["train"], data.splits["val"]
+    n_val = sum(int(g.mask.sum()) for g in val)
+    if n_val < 2:
+        raise ConfigError(f"--attention {attention} fits on validation labels and {data.name} has "
+                          f"{n_val} validation node(s); it needs at least 2 (give a larger "
+                          "val_mask, or use --attention node or confidence)")
+    if attention == CALIBRATED:
+        return
     if not (len(train) == 1 and len(val) == 1 and train[0].num_nodes == val[0].num_nodes):
         raise ConfigError(f"--attention {attention} fits its weights on the validation nodes of "
                           f"the training graph; {data.name} keeps them in other graphs "

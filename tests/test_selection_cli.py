@@ -6,6 +6,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli_error
@@ -69,6 +70,21 @@ def test_fitted_selection_on_an_inductive_dataset_is_refused_before_training(ppi
     line = cli_error(capsys, ["run", "--dataset", "ppi", "--data-root", str(root), "--attention",
                               "degree", "--out", str(tmp_path / "o"), "--quiet"])
     assert "inductive" in line and "--attention confidence" in line
+    assert not (tmp_path / "o" / "teachers").exists()
+
+
+@pytest.mark.parametrize("method", ["calibrated", "degree"])
+def test_validation_fitted_modes_need_two_validation_nodes(tiny_graph, write_npz, tmp_path,
+                                                           capsys, method):
+    n = tiny_graph["y"].shape[0]
+    masks = {k: np.zeros(n, dtype=bool) for k in ("train_mask", "val_mask", "test_mask")}
+    masks["train_mask"][:30] = True
+    masks["val_mask"][30] = True
+    masks["test_mask"][31:] = True
+    path = write_npz({**tiny_graph, **masks}, "one-val.npz")
+    line = cli_error(capsys, ["run", "--dataset", str(path), "--method", method,
+                              "--out", str(tmp_path / "o"), "--quiet"])
+    assert "1 validation node(s); it needs at least 2" in line
     assert not (tmp_path / "o" / "teachers").exists()
 
 
