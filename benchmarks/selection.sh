@@ -37,7 +37,7 @@ for ds in "$@"; do
   out=$root/$ds
   start=$(date +%s)
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out" "${extra[@]}" \
-    --methods "$methods"
+    --attention node --methods "$methods"
   mskd degree --run "$out" --no-plot --force
   share_teachers "$out" "$out-mlp"
   mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mlp" "${extra[@]}" \

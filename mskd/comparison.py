@@ -444,7 +444,8 @@ def degree_analysis(
 ) -> dict[str, Any]:
     """Test-node metric per in-degree bucket for every teacher and student of a comparison
     directory (checkpoints only, nothing is trained), mean and sample std over ``seeds``; the
-    mskd student's mean attention per teacher and bucket; and the headroom analysis: the frozen
+    mskd student's mean attention per teacher and bucket (when it trained with ``--attention
+    node``); and the headroom analysis: the frozen
     teachers' ensembles (:data:`ENSEMBLES_NOTE`) on validation and test, overall and per bucket.
     Returns the ``degree.json`` record."""
     dev_data = data.to(device)
@@ -466,6 +467,9 @@ def degree_analysis(
     ens: dict[str, dict[str, list]] = {}
     selection: dict[str, list[torch.Tensor]] = {}
     y_test = torch.cat([g.y[g.mask] for g in test_graphs]).cpu()
+    # The post-training node attention is what the mskd student weighed its teachers with only
+    # when it trained with --attention node; other modes' weights do not depend on the student.
+    node_mskd = (METHODS["mskd"].attention or base.distill.attention) == "node"
     for seed in seeds:
         sdir = out / f"seed{seed}"
         t_logits = []
@@ -494,7 +498,7 @@ def degree_analysis(
             model = _load_model(sdir / m / f"student-{m}.pt", dev_data, device)
             z, y = split_logits(model, test_graphs)
             per_seed[m].append(bucket_scores(y, z, bucket, nb, data.task))
-            if m == "mskd" and len(t_logits) > 1:
+            if m == "mskd" and node_mskd and len(t_logits) > 1:
                 a = teacher_weights(z, t_logits, mode="node", tau=base.distill.tau)  # [M, K]
                 sums = torch.zeros(nb, a.shape[1], dtype=a.dtype).index_add_(
                     0, bucket, a.cpu())

@@ -5,8 +5,8 @@ Objective (``docs/method.md``)::
     L = L_task + sum_k a_k * (beta * S_k + gamma * KD_k)
 
 where ``S_k`` is the structure term of teacher k (LSP for ``lsp``/``uniform``/``mskd``, FitNet or
-AT for those baselines), ``KD_k`` the logit term, and ``a_k`` the teacher weights (per node for
-``--attention node``). Each method is one entry of :data:`METHODS` listing its terms
+AT for those baselines), ``KD_k`` the logit term, and ``a_k`` the teacher weights (uniform over calibrated teachers
+by default, per node for the paper's ``--attention node``). Each method is one entry of :data:`METHODS` listing its terms
 (:class:`Term`); adding a baseline means adding its loss to ``losses.py``, an entry here and a
 test (``docs/method.md``, "Adding a method").
 
@@ -127,6 +127,7 @@ METHODS: dict[str, Method] = {
     "at": Method("one", (AT,)),
     "lsp": Method("one", (LSP,)),
     "uniform": Method("all", (LSP, KD), attention="uniform"),
+    # Its weights are --attention's: calibrated teachers by default, node for the paper's.
     "mskd": Method("all", (LSP, KD)),
     # mskd with teacher-side selection (mskd.selection) in place of the student-side attention.
     "confidence": Method("all", (LSP, KD), attention="confidence"),

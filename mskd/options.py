@@ -266,13 +266,14 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
                             f"degree | gate | calibrated (default {default_method}; the last four "
                             "are mskd with that --attention)")
     g.add_argument("--attention", default=None,
-                   help="teacher weights: node (per-node cosine softmax with the student, "
-                        "default), global (the authors' one weight per teacher), uniform; or "
-                        "from the teachers alone (docs/method.md): confidence (each teacher's "
-                        "certainty), degree (per degree bucket, fitted on validation), gate "
-                        "(learned per-node gate, fitted on validation), calibrated (uniform "
-                        "over teachers scaled by their own temperatures, fitted on validation); "
-                        "the fitted three are cross-fitted on halves of the validation nodes")
+                   help="teacher weights of mskd: calibrated (default: uniform over teachers "
+                        "scaled by their own temperatures, fitted on validation), node (the "
+                        "paper's per-node cosine softmax with the student), global (the authors' "
+                        "one weight per teacher), uniform; or from the teachers alone "
+                        "(docs/method.md): confidence (each teacher's certainty), degree (per "
+                        "degree bucket, fitted on validation), gate (learned per-node gate, "
+                        "fitted on validation); calibrated, degree and gate are cross-fitted on "
+                        "halves of the validation nodes")
     g.add_argument("--tau", type=_real_range(1 / SCALE_MAX, SCALE_MAX), default=None,
                    help="temperature of the node, confidence and degree softmax (small = "
                         f"sharper), in [{1 / SCALE_MAX:g}, {SCALE_MAX:g}]")
@@ -389,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The paper's motivating analysis: test nodes in quantile "
                                    "buckets of in-degree; each teacher's and student method's "
                                    "metric per bucket, and the mean post-training node attention "
-                                   "the mskd student gives each teacher. With --run DIR, uses "
+                                   "the mskd student gives each teacher (when it trained with "
+                                   "--attention node). With --run DIR, uses "
                                    "the checkpoints of a finished `mskd compare` (no training); "
                                    "otherwise runs (or resumes) the comparison first. Writes "
                                    "OUT/degree.json, degree.md and, when matplotlib is "

@@ -103,9 +103,27 @@ def degree_run(tmp_path_factory) -> Path:
     out = base / "cmp"
     code = main(["degree", "--dataset", str(npz), "--out", str(out), "--seeds", "0",
                  "--methods", "none,mskd", "--teacher-depths", "1,2", "--epochs", "3",
-                 "--patience", "3", "--device", "cpu", "--quiet", "--buckets", "3"])
+                 "--patience", "3", "--device", "cpu", "--quiet", "--buckets", "3",
+                 "--attention", "node"])
     assert code == 0
     return out
+
+
+def test_degree_reports_attention_only_for_a_student_that_trained_with_node_attention(
+        degree_run, tmp_path, capsys) -> None:
+    # The same teachers, mskd with its default (calibrated teachers, uniform weights): the
+    # student's node attention is not what it trained with, so there is no attention table.
+    out = tmp_path / "cal"
+    shutil.copytree(degree_run / "seed0" / "teachers", out / "seed0" / "teachers")
+    assert main(["degree", "--dataset", str(degree_run.parent / "tiny.npz"), "--out", str(out),
+                 "--seeds", "0", "--methods", "mskd", "--teacher-depths", "1,2", "--epochs", "3",
+                 "--patience", "3", "--device", "cpu", "--quiet", "--buckets", "3",
+                 "--no-plot"]) == 0, capsys.readouterr().err
+    cell = json.loads((out / "seed0" / "mskd" / "results.json").read_text())["student"]
+    assert cell["attention"] == "calibrated"
+    rec = json.loads((out / "degree.json").read_text())
+    assert "attention" not in rec and rec["models"][-1]["name"] == "mskd"
+    assert "Mean attention" not in (out / "degree.md").read_text()
 
 
 def test_degree_writes_tables_plot_and_attention(degree_run) -> None:
@@ -238,7 +256,7 @@ def test_degree_and_compare_without_matplotlib_write_everything_but_the_png(
     assert main(["compare", "--dataset", str(degree_run.parent / "tiny.npz"), "--out", str(cmp),
                  "--seeds", "0", "--methods", "none,mskd", "--teacher-depths", "1,2",
                  "--epochs", "3", "--patience", "3", "--device", "cpu", "--quiet",
-                 "--plot"]) == 0
+                 "--attention", "node", "--plot"]) == 0
     out, err = capsys.readouterr()
     assert err.splitlines() == [
         ("mskd: compare.png skipped: matplotlib is not installed: pip install 'mskd[plot]' (or "
