@@ -445,9 +445,8 @@ def degree_analysis(
     """Test-node metric per in-degree bucket for every teacher and student of a comparison
     directory (checkpoints only, nothing is trained), mean and sample std over ``seeds``; the
     mskd student's mean attention per teacher and bucket (when it trained with ``--attention
-    node``); and the headroom analysis: the frozen
-    teachers' ensembles (:data:`ENSEMBLES_NOTE`) on validation and test, overall and per bucket.
-    Returns the ``degree.json`` record."""
+    node``); and the headroom analysis: the frozen teachers' ensembles (:data:`ENSEMBLES_NOTE`) on
+    validation and test, overall and per bucket. Returns the ``degree.json`` record."""
     dev_data = data.to(device)
     test_graphs = dev_data.splits["test"]
     degrees = split_in_degrees(test_graphs)

@@ -5,10 +5,10 @@ Objective (``docs/method.md``)::
     L = L_task + sum_k a_k * (beta * S_k + gamma * KD_k)
 
 where ``S_k`` is the structure term of teacher k (LSP for ``lsp``/``uniform``/``mskd``, FitNet or
-AT for those baselines), ``KD_k`` the logit term, and ``a_k`` the teacher weights (uniform over calibrated teachers
-by default, per node for the paper's ``--attention node``). Each method is one entry of :data:`METHODS` listing its terms
-(:class:`Term`); adding a baseline means adding its loss to ``losses.py``, an entry here and a
-test (``docs/method.md``, "Adding a method").
+AT for those baselines), ``KD_k`` the logit term, and ``a_k`` the teacher weights (uniform over
+calibrated teachers by default, per node for the paper's ``--attention node``). Each method is
+one entry of :data:`METHODS` listing its terms (:class:`Term`); adding a baseline means adding its
+loss to ``losses.py``, an entry here and a test (``docs/method.md``, "Adding a method").
 
 Frozen teachers are run once per graph in ``eval()`` mode under ``no_grad`` and their outputs
 cached (they cannot change); ``teacher_cache=False`` re-runs them every step instead, which gives
