@@ -27,7 +27,7 @@ from . import distributed
 from .config import ConfigError, RunConfig
 from .context import RunContext, stderr_log
 from .data import GraphDataset, load_dataset
-from .distill import METHODS, check_data
+from .distill import check_data
 from .errors import MskdError, RunDirError, UsageError
 from .models import set_default_conv
 from .options import build_parser, resolve_config
@@ -302,15 +302,22 @@ def compare_out(args: argparse.Namespace, dataset_name: str) -> Path:
     return ensure_dir(Path(args.out) if args.out else Path("runs") / dataset_name / "compare")
 
 
-def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str
+def compare_args(args: argparse.Namespace, seeds_text: str, methods_text: str | None
                  ) -> tuple[dict, Path, RunConfig, GraphDataset, list[str], torch.device]:
     """Parse, validate, load and run (or resume) a comparison: (record, out, config, data,
-    methods, device)."""
-    from .comparison import parse_methods, parse_seeds, run_compare, validate_methods
+    methods, device). Without ``methods_text``, the methods of :func:`default_methods`."""
+    from .comparison import (
+        default_methods,
+        parse_methods,
+        parse_seeds,
+        run_compare,
+        validate_methods,
+    )
     from .train import resolve_device
 
-    seeds, methods = parse_seeds(seeds_text), parse_methods(methods_text)
     cfg = resolve_config(args)
+    seeds = parse_seeds(seeds_text)
+    methods = parse_methods(methods_text) if methods_text else default_methods(cfg)
     validate_methods(cfg, methods)
     ctx = run_context(args, resolve_device(args.device))
     data = load_data(args, cfg)
@@ -354,7 +361,7 @@ def degree_args(args: argparse.Namespace) -> tuple[dict, Path]:
             _refuse_degree_overwrite(Path(args.out), args.force)  # before any training
         try:
             _, out, cfg, data, methods, device = compare_args(
-                args, args.seeds or "0-4", args.methods or ",".join(METHODS))
+                args, args.seeds or "0-4", args.methods)
         except SettingsMismatch as e:
             # The usual case: a comparison made with non-default flags (e.g. --patience 50),
             # analysed later without repeating them. --run reads them from the directory.

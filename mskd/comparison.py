@@ -107,6 +107,20 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
+def default_methods(base: RunConfig) -> list[str]:
+    """Every method of :data:`~mskd.distill.METHODS` in order, less any that would train exactly
+    as an earlier one with these settings (``calibrated`` while ``--attention`` is calibrated,
+    mskd's default), so a comparison's default list trains no cell twice."""
+    seen: set[tuple] = set()
+    out = []
+    for name, m in METHODS.items():
+        key = (m.teachers, tuple(t.name for t in m.terms), m.attention or base.distill.attention)
+        if key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out
+
+
 def cell_config(base: RunConfig, seed: int, method: str) -> RunConfig:
     """The config of one cell: the shared settings with this seed and method (and the student's
     epochs as the method's schedule runs them)."""

@@ -306,12 +306,14 @@ def _add_distill_args(p: argparse.ArgumentParser, default_method: str | None) ->
                    help="re-run the frozen teachers every step instead of caching their outputs")
 
 
+_ALL_METHODS = ("all, less calibrated while it is mskd's --attention (the default), as that cell "
+                "would train exactly as mskd's")
 _COMPARE_FORCE = ("start the comparison in OUT over: recompute every cell, even finished ones, "
                   "and accept new settings")
 
 
 def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
-                      methods_default: str | None, force_help: str = _COMPARE_FORCE) -> None:
+                      methods_default: str, force_help: str = _COMPARE_FORCE) -> None:
     g = p.add_argument_group("comparison")
     g.add_argument("--out", default=None,
                    help="comparison directory (default runs/<dataset>/compare); rerunning with "
@@ -319,9 +321,9 @@ def _add_compare_args(p: argparse.ArgumentParser, seeds_default: str | None,
     g.add_argument("--seeds", default=seeds_default, metavar="SEEDS",
                    help="seeds as a range 0-4 or a list 0,2,5 (default "
                         f"{seeds_default or 'those of the comparison; 0-4 for a new one'})")
-    g.add_argument("--methods", default=methods_default, metavar="M1,M2,...",
+    g.add_argument("--methods", default=None, metavar="M1,M2,...",
                    help=f"student methods, from {', '.join(METHODS)} (default "
-                        f"{methods_default or 'those of the comparison; all for a new one'})")
+                        f"{methods_default})")
     g.add_argument("--device", default="auto",
                    help="auto (cuda if present, else cpu), cpu, cuda, cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -377,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(OUT/seed<k>/<method>/results.json) are loaded, not "
                                    "recomputed.")
     _add_data_args(p)
-    _add_compare_args(p, seeds_default="0-4", methods_default=",".join(METHODS))
+    _add_compare_args(p, seeds_default="0-4", methods_default=_ALL_METHODS)
     p.add_argument("--plot", action="store_true",
                    help="also draw OUT/compare.png (needs matplotlib; without it the "
                         "figure is skipped with a note, the tables are written)")
@@ -400,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="DIR",
                    help="a finished `mskd compare` directory: analyse its checkpoints, train "
                         "nothing (its dataset and settings are used; --data-root still applies)")
-    _add_compare_args(p, seeds_default=None, methods_default=None,
+    _add_compare_args(p, seeds_default=None,
+                      methods_default="those of the comparison; for a new one " + _ALL_METHODS,
                       force_help="replace an earlier degree analysis in OUT (never replaced "
                                  "without it); without --run also " + _COMPARE_FORCE)
     p.add_argument("--buckets", type=_int_range(1, BUCKETS_MAX), default=4,

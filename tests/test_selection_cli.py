@@ -110,6 +110,24 @@ def test_replicas_and_mixed_architectures_are_named_seeded_and_cached_apart(tiny
     assert teacher_names(cfg.teachers) == ["teacher-gat-1", "teacher-gcn-2", "teacher-sage-3"]
 
 
+def test_a_default_comparison_trains_no_cell_twice(tiny_npz):
+    from mskd.comparison import default_methods
+    from mskd.distill import METHODS
+    from mskd.options import build_parser, resolve_config
+
+    def methods(*flags):
+        args = build_parser().parse_args(["compare", "--dataset", str(tiny_npz), *flags])
+        assert args.methods is None
+        return default_methods(resolve_config(args))
+
+    # mskd's default attention is calibrated: the method of that name would repeat its cells.
+    assert methods() == [m for m in METHODS if m != "calibrated"]
+    assert methods("--attention", "node") == list(METHODS)
+    # With --attention uniform, mskd trains as the method uniform does.
+    assert "uniform" in methods("--attention", "uniform")
+    assert "mskd" not in methods("--attention", "uniform")
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--teacher-archs", "gat,gcn"], "--teacher-archs needs 1 or 3 values"),
     (["--teacher-archs", "gat,mlp,gcn"], "expected comma-separated architectures"),
