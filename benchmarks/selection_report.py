@@ -12,6 +12,7 @@
 Paired differences are per seed (same teachers, split and seed), in points, mean ± sample std.
 
 Usage: python benchmarks/selection_report.py ROOT DATASET
+       python benchmarks/selection_report.py --summary ROOT/D1 ROOT/D2 ...  (one row per dataset)
 """
 
 from __future__ import annotations
@@ -111,7 +112,34 @@ def lsp_signal(root: Path, seeds: list[int]) -> str:
             "epochs | seeds |\n|---|---:|---:|---:|\n" + "\n".join(out))
 
 
+def summary(roots: list[Path]) -> str:
+    """One row per comparison directory: the paired differences that decide the default teacher
+    weighting (calibrated, node attention as mskd, uniform), and the MLP students against the GAT
+    student with kd, when ``D-mlp`` / ``D-mlph2`` exist beside ``D``."""
+    head = ("| dataset | seeds | calibrated − mskd (node), val | test | calibrated − uniform, val "
+            "| test | mskd (node) − uniform, val | test | MLP kd − GAT kd, test | "
+            "MLP 2 hops kd − GAT kd, test |")
+    lines = [head, "|---|---|" + "---:|" * 8]
+    for d in roots:
+        gat = _load(d / "compare.json")
+        if gat is None:
+            continue
+        sv, st = _scores(gat, "val"), _scores(gat, "test")
+        cells = []
+        for a, b in (("calibrated", "mskd"), ("calibrated", "uniform"), ("mskd", "uniform")):
+            cells += [_pair(sv[a], sv[b]), _pair(st[a], st[b])] if a in sv and b in sv else ["–"] * 2
+        for suffix in ("-mlp", "-mlph2"):
+            mlp = _load(d.with_name(d.name + suffix) / "compare.json")
+            mt = _scores(mlp, "test") if mlp else {}
+            cells.append(_pair(mt["kd"], st["kd"]) if "kd" in mt and "kd" in st else "–")
+        lines.append(f"| {d.name} | {len(gat['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1] == "--summary":
+        print(summary([Path(p) for p in sys.argv[2:]]))
+        return
     root, ds = Path(sys.argv[1]), sys.argv[2]
     d = root / ds
     gat = _load(d / "compare.json")
