@@ -114,7 +114,7 @@ def default_methods(base: RunConfig) -> list[str]:
     seen: set[tuple] = set()
     out = []
     for name, m in METHODS.items():
-        key = (m.teachers, tuple(t.name for t in m.terms), m.attention or base.distill.attention)
+        key = (m.teachers, tuple(t.name for t in m.terms), m.attention_for(base.distill))
         if key not in seen:
             seen.add(key)
             out.append(name)
@@ -482,7 +482,7 @@ def degree_analysis(
     y_test = torch.cat([g.y[g.mask] for g in test_graphs]).cpu()
     # The post-training node attention is what the mskd student weighed its teachers with only
     # when it trained with --attention node; other modes' weights do not depend on the student.
-    node_mskd = (METHODS["mskd"].attention or base.distill.attention) == "node"
+    node_mskd = METHODS["mskd"].attention_for(base.distill) == "node"
     for seed in seeds:
         sdir = out / f"seed{seed}"
         t_logits = []

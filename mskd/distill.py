@@ -107,6 +107,10 @@ class Method:
     terms: tuple[Term, ...] = ()
     attention: str | None = None  # fixed teacher weighting, or None = --attention
 
+    def attention_for(self, cfg: DistillConfig) -> str:
+        """The teacher weighting this method trains with: its own, else ``cfg.attention``."""
+        return self.attention or cfg.attention
+
     def uses(self, target: str) -> bool:
         """Whether a term reads this teacher target (``"structure"``: the LSP kernel's)."""
         return any(t.teacher == target for t in self.terms)
@@ -467,7 +471,7 @@ def check_data(cfg: DistillConfig, data: GraphDataset) -> None:
     """Refuse, before any training, a selection mode the dataset cannot support: the fitted
     modes and calibration learn from validation labels (at least two), and the fitted modes from
     those of the training graph, which inductive datasets (PPI) keep in other graphs."""
-    attention = METHODS[cfg.method].attention or cfg.attention
+    attention = METHODS[cfg.method].attention_for(cfg)
     if METHODS[cfg.method].teachers != "all" or attention not in (*FITTED_SELECTION, CALIBRATED):
         return
     train, val = data.splits["train"], data.splits["val"]
@@ -557,7 +561,7 @@ class Objective:
             self.teachers, self.layers = all_teachers, layers
         else:
             self.teachers, self.layers = [], []
-        self.attention = self.method.attention or cfg.attention
+        self.attention = self.method.attention_for(cfg)
         self.kernel = cfg.kernel if self.method.uses("structure") else None
         if targets is None:
             targets = full_batch_targets(data, cfg.kernel_scale, teacher_cache, persist, log)
