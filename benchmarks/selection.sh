@@ -8,7 +8,10 @@
 # first is the main comparison's teacher-2) distilled with uniform and mskd, and its headroom;
 # with WIDE=1, an MLP student four times wider with dropout 0.3 (--student-heads 8
 # --student-dropout 0.3 on the citation presets' 2 x 8), same teachers, none, kd, uniform, mskd;
-# with HOPS=K, the MLP student whose first layer mixes K propagated hops (--student-hops K).
+# with HOPS=K, the MLP student whose first layer mixes K propagated hops (--student-hops K);
+# with MIXED=1, teachers of three architectures at depths 1,2,3 (--teacher-archs gat,gcn,sage),
+# kd, uniform, mskd and calibrated on them, and their headroom: do more diverse teachers give
+# the selection modes something to select, or the student more to learn?
 # Resumable: rerun the same command and finished cells are kept; SEEDS (default 0-4) picks the
 # seeds, so SEEDS=0-2 first and SEEDS=0-4 later extends the same directories.
 #
@@ -56,6 +59,11 @@ for ds in "$@"; do
     share_teachers "$out" "$out-auto"
     mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-auto" "${extra[@]}" \
       --kernel-scale auto --methods lsp,mskd
+  fi
+  if [ "${MIXED:-0}" = 1 ]; then
+    mskd compare --dataset "$ds" --seeds "$seeds" --out "$out-mixed" "${extra[@]}" \
+      --teacher-archs gat,gcn,sage --attention node --methods kd,uniform,mskd,calibrated
+    mskd degree --run "$out-mixed" --no-plot --force
   fi
   if [ "${CONTROL:-0}" = 1 ]; then
     for t in "$out"/seed*/teachers/teacher-2.pt; do

@@ -7,7 +7,8 @@
 - ``ROOT/D-mlp``: the MLP student on the same teachers (``ROOT/D-mlpw``: four times wider;
   ``ROOT/D-mlphK``: with K propagated hops, ``--student-hops K``);
 - ``ROOT/D-auto`` (optional): lsp and mskd with ``--kernel-scale auto`` on the same teachers;
-- ``ROOT/D-same2`` (optional): the same-depth control, three 2-layer teachers.
+- ``ROOT/D-same2`` (optional): the same-depth control, three 2-layer teachers;
+- ``ROOT/D-mixed`` (optional): teachers of three architectures (GAT, GCN, SAGE at depths 1, 2, 3).
 
 Paired differences are per seed (same teachers, split and seed), in points, mean ± sample std.
 
@@ -206,6 +207,19 @@ def main() -> None:
         sdeg = _load(root / f"{ds}-same2" / "degree.json")
         if sdeg is not None and sdeg.get("ensembles"):
             print(f"Headroom of the 2,2,2 teachers ({sdeg['metric']}, %):\n\n{headroom(sdeg)}\n")
+    mixed = _load(root / f"{ds}-mixed" / "compare.json")
+    if mixed is not None:
+        print(f"#### {ds}: mixed-architecture teachers (GAT 1, GCN 2, SAGE 3 layers)\n")
+        print((root / f"{ds}-mixed" / "compare.md").read_text())
+        have = set(_scores(mixed, "val"))
+        rows = [(f"mixed {m} − mixed uniform", mixed, m, mixed, "uniform")
+                for m in ("mskd", "calibrated", "kd") if m in have]
+        rows += [(f"{m}: mixed − GAT teachers", mixed, m, gat, m)
+                 for m in ("kd", "uniform", "mskd", "calibrated") if m in have]
+        print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
+        mdeg = _load(root / f"{ds}-mixed" / "degree.json")
+        if mdeg is not None and mdeg.get("ensembles"):
+            print(f"Headroom of the mixed teachers ({mdeg['metric']}, %):\n\n{headroom(mdeg)}\n")
 
 
 if __name__ == "__main__":
