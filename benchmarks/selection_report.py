@@ -59,6 +59,32 @@ def _pm(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def _attention(d: Path) -> str | None:
+    """The --attention that ``mskd`` trained with in comparison directory ``d``."""
+    cfg = _load(d / "compare-config.json")
+    return cfg["config"]["distill"]["attention"] if cfg else None
+
+
+def _mskd_pairs(a_dir: Path, a: dict, b_dir: Path, b: dict) -> list[tuple[str, str, str]]:
+    """(label suffix, row in A, row in B) for every method both A and B trained the same way.
+
+    ``mskd`` trains with each comparison's ``--attention``: the GAT comparisons here ran with
+    ``--attention node``, the MLP ones with the default (calibrated), so A's mskd is paired with
+    whichever of B's rows used the same teacher weighting, and never across weightings.
+    """
+    att_a, att_b = _attention(a_dir), _attention(b_dir)
+    have_a, have_b = set(_scores(a, "val")), set(_scores(b, "val"))
+    out = [(m, m, m) for m in ("none", "kd", "uniform") if m in have_a and m in have_b]
+    if "mskd" in have_a:
+        if att_a == att_b and "mskd" in have_b:
+            out.append(("mskd", "mskd", "mskd"))
+        elif att_a in have_b:
+            out.append((f"mskd ({att_a})", "mskd", att_a))
+    if "calibrated" in have_a and "calibrated" in have_b:
+        out.append(("calibrated", "calibrated", "calibrated"))
+    return out
+
+
 def headroom(deg: dict) -> str:
     labels = [f"deg {b['lo']}" + (f"-{b['hi']}" if b["hi"] != b["lo"] else "") for b in deg["buckets"]]
     lines = ["| ensemble | val | test | " + " | ".join(labels) + " |",
@@ -167,15 +193,16 @@ def main() -> None:
     if mlp is not None:
         print(f"#### {ds}: MLP student (same teachers)\n")
         print((root / f"{ds}-mlp" / "compare.md").read_text())
-        rows = [(f"MLP {m} − GAT {m}", mlp, m, gat, m) for m in ("none", "kd", "uniform", "mskd")]
+        rows = [(f"MLP {lab} − GAT {nb}", mlp, na, gat, nb)
+                for lab, na, nb in _mskd_pairs(root / f"{ds}-mlp", mlp, d, gat)]
         rows += [(f"MLP {m} − MLP none", mlp, m, mlp, "none") for m in ("kd", "uniform", "mskd")]
         print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
     wide = _load(root / f"{ds}-mlpw" / "compare.json")
     if wide is not None:
         print(f"#### {ds}: MLP student 4x wider, dropout 0.3 (same teachers)\n")
         print((root / f"{ds}-mlpw" / "compare.md").read_text())
-        rows = [(f"wide MLP {m} − GAT {m}", wide, m, gat, m) for m in ("none", "kd", "uniform",
-                                                                         "mskd")]
+        rows = [(f"wide MLP {lab} − GAT {nb}", wide, na, gat, nb)
+                for lab, na, nb in _mskd_pairs(root / f"{ds}-mlpw", wide, d, gat)]
         print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
     for hop_dir in sorted(root.glob(f"{ds}-mlph*")):
         hop = _load(hop_dir / "compare.json")
@@ -184,10 +211,12 @@ def main() -> None:
         k = hop_dir.name[len(f"{ds}-mlph"):]
         print(f"#### {ds}: MLP student with {k} propagated hops (same teachers)\n")
         print((hop_dir / "compare.md").read_text())
-        rows = [(f"MLP-hops {m} − GAT {m}", hop, m, gat, m) for m in ("none", "kd", "uniform",
-                                                                        "mskd")]
+        rows = [(f"MLP-hops {lab} − GAT {nb}", hop, na, gat, nb)
+                for lab, na, nb in _mskd_pairs(hop_dir, hop, d, gat)]
         if mlp is not None:
-            rows += [(f"MLP-hops {m} − MLP {m}", hop, m, mlp, m) for m in ("none", "kd", "mskd")]
+            rows += [(f"MLP-hops {lab} − MLP {nb}", hop, na, mlp, nb)
+                     for lab, na, nb in _mskd_pairs(hop_dir, hop, root / f"{ds}-mlp", mlp)
+                     if na != "uniform"]
         print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
     auto = _load(root / f"{ds}-auto" / "compare.json")
     if auto is not None:
@@ -214,8 +243,8 @@ def main() -> None:
         have = set(_scores(mixed, "val"))
         rows = [(f"mixed {m} − mixed uniform", mixed, m, mixed, "uniform")
                 for m in ("mskd", "calibrated", "kd") if m in have]
-        rows += [(f"{m}: mixed − GAT teachers", mixed, m, gat, m)
-                 for m in ("kd", "uniform", "mskd", "calibrated") if m in have]
+        rows += [(f"{lab}: mixed − GAT teachers", mixed, na, gat, nb)
+                 for lab, na, nb in _mskd_pairs(root / f"{ds}-mixed", mixed, d, gat)]
         print(f"Paired, per seed (seeds ahead):\n\n{paired(rows)}\n")
         mdeg = _load(root / f"{ds}-mixed" / "degree.json")
         if mdeg is not None and mdeg.get("ensembles"):
