@@ -369,7 +369,8 @@ def degree_args(args: argparse.Namespace) -> tuple[dict, Path]:
                                    f"mskd degree --run {args.out or 'DIR'}") from None
         seeds = parse_seeds(args.seeds or "0-4")
         _refuse_degree_overwrite(out, args.force)  # the default OUT is known only now
-    rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log)
+    rec = degree_analysis(out, data, cfg, seeds, methods, args.buckets, device, log,
+                          reuse=not args.force)
     write_json(out / "degree.json", rec)
     write_text(out / "degree.md", degree_markdown(rec))
     return rec, out

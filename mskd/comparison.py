@@ -6,11 +6,16 @@ Layout of a comparison directory ``OUT``::
     OUT/seed<k>/teachers/teacher-L.pt the seed's teachers (reused by every method of the seed)
     OUT/seed<k>/teachers.json         the teachers' cell: scores, times (written last)
     OUT/seed<k>/<method>/results.json one student cell (written last, atomically)
+    OUT/seed<k>/degree-seed.json      the seed's share of ``mskd degree`` (checkpoint digests)
     OUT/compare.{json,csv,md}         the aggregate over seeds
 
 A cell whose JSON file exists is finished: it is loaded, never recomputed. That is how an
 interrupted comparison resumes: only missing cells run. Cells are written atomically, so a crash
 leaves a cell either finished or absent.
+
+The JSON files alone (no checkpoint) are enough to rebuild ``compare.*`` and ``degree.*``: a
+comparison can be carried to another machine, or extended there seed by seed, without its
+checkpoints.
 """
 
 from __future__ import annotations
@@ -51,7 +56,15 @@ from .report import (
     model_row,
     results_record,
 )
-from .runs import RunDirError, RunLock, first_difference, load_checkpoint, write_json, write_text
+from .runs import (
+    RunDirError,
+    RunLock,
+    file_digest,
+    first_difference,
+    load_checkpoint,
+    write_json,
+    write_text,
+)
 from .selection import FITTED, calibrated_uniform, ensemble, oracle, selection_weights
 from .teachers import check_compatible, model_from_checkpoint, train_or_load_teachers
 
@@ -451,16 +464,24 @@ def _split_score(logits: list[torch.Tensor], graphs, task: str) -> float:
     return score(y, _masked(logits, graphs).cpu(), task)
 
 
+SEED_DEGREE_FILE = "degree-seed.json"
+
+
 def degree_analysis(
     out: Path, data: GraphDataset, base: RunConfig, seeds: Sequence[int],
     methods: Sequence[str], n_buckets: int, device: torch.device,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, reuse: bool = True,
 ) -> dict[str, Any]:
     """Test-node metric per in-degree bucket for every teacher and student of a comparison
     directory (checkpoints only, nothing is trained), mean and sample std over ``seeds``; the
     mskd student's mean attention per teacher and bucket (when it trained with ``--attention
     node``); and the headroom analysis: the frozen teachers' ensembles (:data:`ENSEMBLES_NOTE`) on
-    validation and test, overall and per bucket. Returns the ``degree.json`` record."""
+    validation and test, overall and per bucket. Returns the ``degree.json`` record.
+
+    Each seed's share is also written to ``OUT/seed<k>/degree-seed.json`` with the sha256 of every
+    checkpoint it read (:func:`seed_degree`). That record stands in for the seed when its
+    checkpoints are gone (a comparison kept as its JSON files only, e.g. across machines), and,
+    with ``reuse``, when they are unchanged; otherwise the seed is recomputed."""
     dev_data = data.to(device)
     test_graphs = dev_data.splits["test"]
     degrees = split_in_degrees(test_graphs)
@@ -474,57 +495,36 @@ def degree_analysis(
                                    key=lambda p: p[0].hidden_layers)]
     layers_of = dict(zip(teacher_names(base.teachers),
                          (t.hidden_layers for t in base.teachers)))
-    names = tnames + list(methods)
-    per_seed: dict[str, list[list[float | None]]] = {n: [] for n in names}
-    attention: list[torch.Tensor] = []
-    ens: dict[str, dict[str, list]] = {}
-    selection: dict[str, list[torch.Tensor]] = {}
-    y_test = torch.cat([g.y[g.mask] for g in test_graphs]).cpu()
     # The post-training node attention is what the mskd student weighed its teachers with only
     # when it trained with --attention node; other modes' weights do not depend on the student.
     node_mskd = METHODS["mskd"].attention_for(base.distill) == "node"
+    key = {"buckets": [list(b) for b in bounds], "sizes": sizes, "teachers": tnames,
+           "tau": base.distill.tau, "node_attention": node_mskd}
+    records = []
     for seed in seeds:
         sdir = out / f"seed{seed}"
-        t_logits = []
-        full: dict[str, list[list[torch.Tensor]]] = {"test": [], "val": []}
-        for tn in tnames:
-            model = _load_model(sdir / "teachers" / f"{tn}.pt", dev_data, device)
-            for split, per_teacher in full.items():
-                per_teacher.append([model_logits(model, g.x, g.edge_index)
-                                    for g in dev_data.splits[split]])
-            z = _masked(full["test"][-1], test_graphs)
-            t_logits.append(z)
-            per_seed[tn].append(bucket_scores(y_test, z, bucket, nb, data.task))
-        rows, weights = _ensemble_rows(full, dev_data, tnames, base.distill.tau, seed)
-        for mode, ws in weights.items():
-            w = _masked(ws, test_graphs).cpu()
-            sums = torch.zeros(nb, w.shape[1], dtype=w.dtype).index_add_(0, bucket, w)
-            selection.setdefault(mode, []).append(
-                sums / torch.tensor(sizes, dtype=w.dtype).clamp(min=1)[:, None])
-        for name, (z_test, z_val) in rows.items():
-            r = ens.setdefault(name, {"val": [], "test": [], "buckets": []})
-            r["val"].append(_split_score(z_val, dev_data.splits["val"], data.task))
-            r["test"].append(_split_score(z_test, test_graphs, data.task))
-            r["buckets"].append(bucket_scores(y_test, _masked(z_test, test_graphs).cpu(), bucket,
-                                              nb, data.task))
-        for m in methods:
-            model = _load_model(sdir / m / f"student-{m}.pt", dev_data, device)
-            z, y = split_logits(model, test_graphs)
-            per_seed[m].append(bucket_scores(y, z, bucket, nb, data.task))
-            if m == "mskd" and node_mskd and len(t_logits) > 1:
-                a = teacher_weights(z, t_logits, mode="node", tau=base.distill.tau)  # [M, K]
-                sums = torch.zeros(nb, a.shape[1], dtype=a.dtype).index_add_(
-                    0, bucket, a.cpu())
-                attention.append(sums / torch.tensor(sizes, dtype=a.dtype).clamp(min=1)[:, None])
-        log(f"degree analysis: seed {seed} done")
+        rec_s = _reusable_seed_record(sdir, key, tnames, methods, reuse, log)
+        if rec_s is None:
+            rec_s = seed_degree(sdir, dev_data, key, tnames, methods, bucket, seed, device)
+            write_json(sdir / SEED_DEGREE_FILE, rec_s)
+            log(f"degree analysis: seed {seed} done")
+        records.append(rec_s)
+    names = tnames + list(methods)
     models = []
     for n in names:
-        runs = per_seed[n]
+        runs = [r["models"][n] for r in records]
         means, stds = _bucket_mean_std(runs, nb)
         models.append({"name": n, "kind": "teacher" if n in layers_of else "student",
                        "layers": layers_of.get(n),
                        "mean": means, "std": stds,
                        "per_seed": runs})
+    ens: dict[str, dict[str, list]] = {}
+    for r in records:
+        for name, e in r["ensembles"].items():
+            row = ens.setdefault(name, {"val": [], "test": [], "buckets": []})
+            for k in row:
+                row[k].append(e[k])
+    modes = list(dict.fromkeys(m for r in records for m in r["selection"]))
     rec: dict[str, Any] = {
         "dataset": data.name, "metric": metric_name(data.task), "seeds": list(seeds),
         "degree": "in-degree (edges into the node, self-loops not counted), test nodes"
@@ -538,10 +538,14 @@ def degree_analysis(
         # each bucket's test nodes and then over seeds.
         "selection_weights": {
             "teachers": tnames,
-            "modes": {m: torch.stack(v).mean(0).tolist() for m, v in selection.items()}},
+            "modes": {m: torch.tensor([r["selection"][m] for r in records
+                                       if m in r["selection"]], dtype=torch.float64
+                                      ).mean(0).tolist()
+                      for m in modes}},
     }
+    attention = [r["attention"] for r in records if r.get("attention") is not None]
     if attention:
-        stacked = torch.stack(attention)  # [seeds, B, K]
+        stacked = torch.tensor(attention, dtype=torch.float64)  # [seeds, B, K]
         rec["attention"] = {
             "note": ATTENTION_NOTE, "tau": base.distill.tau,
             "teachers": tnames,
@@ -550,6 +554,99 @@ def degree_analysis(
                     else torch.zeros_like(stacked[0])).tolist(),
         }
     return rec
+
+
+def _checkpoints(sdir: Path, tnames: Sequence[str], methods: Sequence[str]) -> dict[str, Path]:
+    """The checkpoints a seed's degree analysis reads, by their path relative to ``sdir``."""
+    rel = [f"teachers/{tn}.pt" for tn in tnames] + [f"{m}/student-{m}.pt" for m in methods]
+    return {r: sdir / r for r in rel}
+
+
+def _reusable_seed_record(sdir: Path, key: dict[str, Any], tnames: Sequence[str],
+                          methods: Sequence[str], reuse: bool, log: Callable[[str], None]
+                          ) -> dict[str, Any] | None:
+    """The seed's stored degree record if it can stand in for recomputing it, else None."""
+    path = sdir / SEED_DEGREE_FILE
+    ckpts = _checkpoints(sdir, tnames, methods)
+    present = {r: p for r, p in ckpts.items() if p.exists()}
+    if not path.exists():
+        return None
+    rec = _read_json(path)
+    why = None
+    if not isinstance(rec, dict) or not isinstance(rec.get("models"), dict):
+        why = "it is not a degree record mskd wrote"
+    elif rec.get("key") != json.loads(json.dumps(key)):
+        why = "it was computed with other buckets, teachers or tau"
+    elif any(n not in rec.get("models", {}) for n in (*tnames, *methods)):
+        why = "it lacks a model asked for"
+    else:
+        stored = rec.get("checkpoints")
+        stored = stored if isinstance(stored, dict) else {}
+        changed = [r for r, p in present.items() if stored.get(r) != file_digest(p)]
+        if changed:
+            why = f"{changed[0]} changed since"
+        elif present and len(present) == len(ckpts) and not reuse:
+            why = "--force recomputes a seed whose checkpoints are all present"
+    if why is None:
+        if len(present) < len(ckpts):
+            log(f"{sdir.name}: checkpoints missing; using its stored degree record {path}")
+        return rec
+    if len(present) < len(ckpts):
+        missing = next(r for r in ckpts if r not in present)
+        raise RunDirError(f"{sdir / missing} is missing and {path} cannot stand in for it: "
+                          f"{why}")
+    log(f"{sdir.name}: recomputing its degree record ({why})")
+    return None
+
+
+def seed_degree(sdir: Path, data: GraphDataset, key: dict[str, Any], tnames: Sequence[str],
+                methods: Sequence[str], bucket: torch.Tensor, seed: int,
+                device: torch.device) -> dict[str, Any]:
+    """One seed's share of :func:`degree_analysis`, from its checkpoints in ``sdir`` (``data``
+    on ``device``): per model its test metric per bucket; per teachers' ensemble its validation
+    and test metric and per-bucket test metric; per selection mode, and for the mskd student's
+    node attention, the mean teacher weights over each bucket's test nodes ([B][K] lists)."""
+    test_graphs = data.splits["test"]
+    nb = len(key["sizes"])
+    sizes = torch.tensor(key["sizes"], dtype=torch.float64).clamp(min=1)[:, None]
+    y_test = torch.cat([g.y[g.mask] for g in test_graphs]).cpu()
+    ckpts = _checkpoints(sdir, tnames, methods)
+
+    def per_bucket(w: torch.Tensor) -> list[list[float]]:
+        w = w.cpu().double()
+        return (torch.zeros(nb, w.shape[1], dtype=w.dtype).index_add_(0, bucket, w)
+                / sizes).tolist()
+
+    models: dict[str, list] = {}
+    t_logits = []
+    full: dict[str, list[list[torch.Tensor]]] = {"test": [], "val": []}
+    for tn in tnames:
+        model = _load_model(ckpts[f"teachers/{tn}.pt"], data, device)
+        for split, per_teacher in full.items():
+            per_teacher.append([model_logits(model, g.x, g.edge_index)
+                                for g in data.splits[split]])
+        z = _masked(full["test"][-1], test_graphs)
+        t_logits.append(z)
+        models[tn] = bucket_scores(y_test, z, bucket, nb, data.task)
+    rows, weights = _ensemble_rows(full, data, list(tnames), key["tau"], seed)
+    ensembles = {
+        name: {"val": _split_score(z_val, data.splits["val"], data.task),
+               "test": _split_score(z_test, test_graphs, data.task),
+               "buckets": bucket_scores(y_test, _masked(z_test, test_graphs).cpu(), bucket, nb,
+                                        data.task)}
+        for name, (z_test, z_val) in rows.items()}
+    selection = {mode: per_bucket(_masked(ws, test_graphs)) for mode, ws in weights.items()}
+    attention = None
+    for m in methods:
+        model = _load_model(ckpts[f"{m}/student-{m}.pt"], data, device)
+        z, y = split_logits(model, test_graphs)
+        models[m] = bucket_scores(y, z, bucket, nb, data.task)
+        if m == "mskd" and key["node_attention"] and len(t_logits) > 1:
+            attention = per_bucket(teacher_weights(z, t_logits, mode="node", tau=key["tau"]))
+    return {"seed": seed, "key": key,
+            "checkpoints": {r: file_digest(p) for r, p in ckpts.items()},
+            "models": models, "ensembles": ensembles, "selection": selection,
+            "attention": attention}
 
 
 def _bucket_mean_std(runs: list[list[float | None]], nb: int

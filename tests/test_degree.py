@@ -292,3 +292,65 @@ def test_degree_scores_the_teachers_ensembles(degree_run) -> None:
     md = (degree_run / "degree.md").read_text()
     assert "Headroom" in md and "| oracle (any teacher right)" in md
     assert "Teacher-side selection weights per bucket" in md
+
+
+def _without(src: Path, dest: Path, *patterns: str) -> Path:
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*patterns))
+    return dest
+
+
+def test_degree_of_a_comparison_kept_as_json_only_needs_no_checkpoint(degree_run, tmp_path,
+                                                                      capsys) -> None:
+    # With its checkpoints, the analysis writes each seed's share beside the seed's cells.
+    full = _without(degree_run, tmp_path / "full", "degree.*", "degree-seed.json")
+    args = ["--buckets", "3", "--no-plot", "--quiet"]
+    assert main(["degree", "--run", str(full), *args]) == 0
+    ref = json.loads((full / "degree.json").read_text())
+    seed_rec = json.loads((full / "seed0" / "degree-seed.json").read_text())
+    assert sorted(seed_rec["checkpoints"]) == [
+        "mskd/student-mskd.pt", "none/student-none.pt", "teachers/teacher-1.pt",
+        "teachers/teacher-2.pt"]
+    # Kept as its JSON files only (what a comparison shrinks to when its checkpoints are not
+    # carried to another machine): compare and degree rebuild the same tables, training nothing.
+    bare = _without(full, tmp_path / "bare", "*.pt", "degree.json", "degree.md", "compare.*")
+    assert not list(bare.rglob("*.pt"))
+    capsys.readouterr()
+    assert main(["degree", "--run", str(full), "--buckets", "3", "--no-plot", "--force"]) == 0
+    assert "recomputing" in capsys.readouterr().err  # --force, checkpoints all present
+    assert main(["compare", "--dataset", str(degree_run.parent / "tiny.npz"), "--out", str(bare),
+                 "--seeds", "0", "--methods", "none,mskd", "--teacher-depths", "1,2",
+                 "--epochs", "3", "--patience", "3", "--device", "cpu", "--quiet",
+                 "--attention", "node"]) == 0
+    assert not list(bare.rglob("*.pt"))
+    assert main(["degree", "--run", str(bare), "--buckets", "3", "--no-plot"]) == 0
+    assert "checkpoints missing; using its stored degree record" in capsys.readouterr().err
+    assert json.loads((bare / "degree.json").read_text()) == ref
+    # A stored record cannot stand in for checkpoints it was not computed from: other buckets.
+    line = cli_error(capsys, ["degree", "--run", str(bare), "--buckets", "2", "--no-plot",
+                              "--quiet", "--force"])
+    assert line == (f"mskd: error: {bare / 'seed0' / 'teachers' / 'teacher-1.pt'} is missing and "
+                    f"{bare / 'seed0' / 'degree-seed.json'} cannot stand in for it: it was "
+                    "computed with other buckets, teachers or tau")
+
+
+def test_a_seed_record_of_other_checkpoints_is_recomputed(degree_run, tmp_path, capsys) -> None:
+    full = _without(degree_run, tmp_path / "full", "degree.*")
+    assert main(["degree", "--run", str(full), "--buckets", "3", "--no-plot", "--quiet",
+                 "--force"]) == 0
+    ref = json.loads((full / "degree.json").read_text())
+    path = full / "seed0" / "degree-seed.json"
+    rec = json.loads(path.read_text())
+    rec["checkpoints"]["none/student-none.pt"] = "0" * 64  # as if `none` had been retrained
+    rec["models"]["none"] = [0.0] * len(rec["models"]["none"])
+    path.write_text(json.dumps(rec))
+    for n in ("degree.json", "degree.md"):
+        (full / n).unlink()
+    capsys.readouterr()
+    assert main(["degree", "--run", str(full), "--buckets", "3", "--no-plot"]) == 0
+    assert ("seed0: recomputing its degree record (none/student-none.pt changed since)"
+            in capsys.readouterr().err)
+    assert json.loads((full / "degree.json").read_text()) == ref
+    path.write_text("[1, 2]")  # valid JSON, not a record: recomputed as well
+    assert main(["degree", "--run", str(full), "--buckets", "3", "--no-plot", "--force"]) == 0
+    assert "it is not a degree record mskd wrote" in capsys.readouterr().err
+    assert json.loads((full / "degree.json").read_text()) == ref
