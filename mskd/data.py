@@ -96,6 +96,18 @@ def canonical_name(dataset: str) -> str:
     return key
 
 
+def _tensor_digest(x: Tensor) -> bytes:
+    """sha256 of a tensor's values (and, sparse, its indices), read in place when possible."""
+    h = hashlib.sha256()
+    x = x.detach().cpu()
+    if x.layout != torch.strided:
+        x = x.to_sparse_coo().coalesce()
+        h.update(x.indices().contiguous().numpy())
+        x = x.values()
+    h.update(x.contiguous().numpy())
+    return h.digest()
+
+
 @dataclass
 class GraphDataset:
     """A dataset ready for training: graphs per split, each with the ``mask`` of scored nodes."""
@@ -119,19 +131,18 @@ class GraphDataset:
             h = hashlib.sha256(
                 f"{self.name}|{self.task}|{self.num_features}|{self.num_classes}".encode()
             )
-            sums: dict[int, float] = {}
+            digests: dict[int, bytes] = {}
             for split in ("train", "val", "test"):
                 for g in self.splits[split]:
                     h.update(f"{split}|{g.num_nodes}|{tuple(g.x.shape)}|".encode())
                     for t in (g.edge_index, g.y, g.mask):
                         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-                    # A weighted checksum of the features catches a changed node order or
-                    # preprocessing without hashing hundreds of MB; transductive splits share x,
-                    # so it is computed once per tensor.
-                    if id(g.x) not in sums:
-                        w = torch.arange(1, g.x.shape[0] + 1, dtype=g.x.dtype, device=g.x.device)
-                        sums[id(g.x)] = float((w @ g.x).double().sum())
-                    h.update(np.float64(sums[id(g.x)]).tobytes())
+                    # The features' own bytes, not a floating-point checksum of them: a sum's
+                    # last bits depend on the thread count and CPU, and so did the fingerprint.
+                    # Transductive splits share x, so it is hashed once per tensor.
+                    if id(g.x) not in digests:
+                        digests[id(g.x)] = _tensor_digest(g.x)
+                    h.update(digests[id(g.x)])
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 

@@ -440,3 +440,22 @@ def test_second_loader_waits_while_a_dataset_is_being_prepared(ppi_root, cache_d
     assert not t.is_alive()
     assert [g.num_nodes for g in loaded["ds"].splits["train"]] == [w["nodes"] for w in written["train"]]
     assert "waiting for another mskd process preparing" in capfd.readouterr().err
+
+
+def test_fingerprint_ignores_the_thread_count_and_sees_one_ulp(tiny_graph, write_npz) -> None:
+    # It used to include a float32 matrix-product checksum of the features, whose last bits (and
+    # so the fingerprint) changed with torch's thread count: Amazon Computers had two of them.
+    big = {**tiny_graph, "x": np.random.default_rng(0).normal(
+        size=(tiny_graph["x"].shape[0], 4096)).astype(np.float32)}
+    threads = torch.get_num_threads()
+    try:
+        prints = set()
+        for t in (1, 2, 4):
+            torch.set_num_threads(t)
+            prints.add(load_npz(write_npz(big, "g.npz")).fingerprint())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(prints) == 1
+    x = big["x"].copy()
+    x[3, 7] = np.nextafter(x[3, 7], np.float32(np.inf))
+    assert load_npz(write_npz({**big, "x": x}, "g.npz")).fingerprint() not in prints
