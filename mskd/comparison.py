@@ -567,17 +567,17 @@ def _reusable_seed_record(sdir: Path, key: dict[str, Any], tnames: Sequence[str]
                           ) -> dict[str, Any] | None:
     """The seed's stored degree record if it can stand in for recomputing it, else None."""
     path = sdir / SEED_DEGREE_FILE
-    ckpts = _checkpoints(sdir, tnames, methods)
-    present = {r: p for r, p in ckpts.items() if p.exists()}
     if not path.exists():
         return None
+    ckpts = _checkpoints(sdir, tnames, methods)
+    present = {r: p for r, p in ckpts.items() if p.exists()}
     rec = _read_json(path)
     why = None
     if not isinstance(rec, dict) or not isinstance(rec.get("models"), dict):
         why = "it is not a degree record mskd wrote"
     elif rec.get("key") != json.loads(json.dumps(key)):
         why = "it was computed with other buckets, teachers or tau"
-    elif any(n not in rec.get("models", {}) for n in (*tnames, *methods)):
+    elif any(n not in rec["models"] for n in (*tnames, *methods)):
         why = "it lacks a model asked for"
     else:
         stored = rec.get("checkpoints")
