@@ -105,6 +105,13 @@ class ModelConfig:
 # ModelConfig fields added after checkpoints were first written, with the behaviour they had then.
 _ADDED_LATER: dict[str, Any] = {"input_dropout": "dense", "hops": 0}
 
+# How the validation-selected epoch is chosen (mskd.train). "score": the best validation score,
+# ties broken by the lower validation loss. "score+loss": the GAT paper's early stopping
+# (Velickovic et al., 2018, and its reference code): patience restarts whenever the validation
+# score reaches its best so far or the validation loss its lowest, and the weights are kept only
+# at an epoch that does both at once.
+SELECTIONS = ("score", "score+loss")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -115,6 +122,15 @@ class TrainConfig:
     epochs: int = 300
     patience: int = 100
     batch_size: int = 1  # graphs per step; only inductive datasets (PPI) have more than one
+    select: str = "score"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict, ``select`` left out at its old behaviour ("score"): checkpoints
+        and saved training states written before it existed still match."""
+        d = dataclasses.asdict(self)
+        if d["select"] == "score":
+            del d["select"]
+        return d
 
     def validate(self) -> None:
         # Written so that NaN fails too (every comparison with NaN is false).
@@ -128,6 +144,8 @@ class TrainConfig:
             raise ConfigError(f"patience must be >= 1, got {self.patience}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"unknown select {self.select!r}; valid: {', '.join(SELECTIONS)}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,16 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from .config import ARCHS, INPUT_DROPOUTS, MAX_HOPS, SEED_MAX, RunConfig, preset, with_depths
+from .config import (
+    ARCHS,
+    INPUT_DROPOUTS,
+    MAX_HOPS,
+    SEED_MAX,
+    SELECTIONS,
+    RunConfig,
+    preset,
+    with_depths,
+)
 from .convs import CONVS
 from .data import canonical_name
 from .distill import METHODS
@@ -191,6 +200,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="stop after this many epochs without a better validation score")
     t.add_argument("--lr", type=_real_range(0.0, LR_MAX, low_open=True), default=None,
                    help=f"Adam learning rate, in (0, {LR_MAX:g}]")
+    t.add_argument("--select", choices=SELECTIONS, default=None,
+                   help="which validation epoch is kept: score (default: best validation "
+                        "score) or score+loss (the GAT paper's early stopping, docs/method.md)")
     _add_model_args(t)
 
 
@@ -513,7 +525,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.split_seed is not None:
         cfg = dataclasses.replace(cfg, split_seed=args.split_seed)
     train_over = {k: v for k, v in (("epochs", args.epochs), ("patience", args.patience),
-                                    ("lr", args.lr)) if v is not None}
+                                    ("lr", args.lr),
+                                    ("select", getattr(args, "select", None))) if v is not None}
     if train_over:
         cfg = dataclasses.replace(
             cfg,

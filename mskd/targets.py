@@ -10,7 +10,6 @@ teacher targets to the loss terms.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ def checkpoint_payload(
         "kind": kind,
         "mskd_version": __version__,
         "model_config": model.cfg.to_dict(),
-        "train_config": dataclasses.asdict(train_cfg),
+        "train_config": train_cfg.to_dict(),
         "seed": seed,
         "in_channels": model.in_channels,
         "out_channels": model.out_channels,
@@ -106,7 +105,7 @@ def check_compatible(payload: dict[str, Any], data: GraphDataset, path: Path) ->
 def training_key(cfg: ModelConfig, train_cfg: TrainConfig, seed: int, data: GraphDataset,
                  **extra: Any) -> dict[str, Any]:
     """What a saved training state must match to be resumed (see :class:`mskd.train.Resume`)."""
-    return {"model_config": cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
+    return {"model_config": cfg.to_dict(), "train_config": train_cfg.to_dict(),
             "seed": seed, "dataset": data.name, "fingerprint": data.fingerprint(), **extra}
 
 

@@ -38,7 +38,7 @@ def _reuse(path: Path, cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
     payload = load_checkpoint(path)
     check_compatible(payload, data, path)
     wanted = {"model_config": cfg.to_dict(),
-              "train_config": dataclasses.asdict(train_cfg), "seed": seed}
+              "train_config": train_cfg.to_dict(), "seed": seed}
     for key, value in wanted.items():
         if payload.get(key) != value:
             raise CheckpointError(

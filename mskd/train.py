@@ -9,9 +9,12 @@ every ``every_s`` seconds; a later call with the same ``Resume`` continues from 
 reaches bit-identical weights and numbers to an uninterrupted run.
 
 Model selection: after every epoch the model is scored on the validation split with the one
-evaluator; the best epoch (higher score, ties broken by lower validation loss) is kept, training
-stops after ``patience`` epochs without improvement, and the best weights are restored. The test
-split is never looked at here.
+evaluator. With ``select="score"`` the best epoch (higher score, ties broken by lower validation
+loss) is kept and training stops after ``patience`` epochs without improvement. With
+``select="score+loss"`` (the GAT paper's rule) patience restarts whenever the score reaches its
+best so far or the loss its lowest so far, and the weights are kept at the last epoch that did
+both at once. Either way the kept weights are restored at the end. The test split is never looked
+at here.
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     best_state = copy.deepcopy(model.state_dict())
     best = (-1.0, float("inf"))
+    marks = best  # score+loss: (highest validation score, lowest validation loss) so far
     best_epoch, since_best = 0, 0
     history: list[dict] = []
     first, elapsed, finished = 1, 0.0, False
@@ -220,6 +224,7 @@ def fit(
             raise CheckpointError(f"{resume.path} does not fit this model ({e}); delete it to "
                                   "start over") from None
         best_state, best = state["best_state"], tuple(state["best"])
+        marks = tuple(state.get("marks", best))  # states saved before score+loss existed
         best_epoch, since_best = state["best_epoch"], state["since_best"]
         history, elapsed, finished = state["history"], state["elapsed_s"], state["finished"]
         first = state["epoch"] + 1
@@ -238,7 +243,8 @@ def fit(
             "key": resume.key, "epoch": epoch, "finished": done,
             "model": model.state_dict(), "extra_modules": [m.state_dict() for m in extra_modules],
             "optimizer": opt.state_dict(), "best_state": best_state, "best": list(best),
-            "best_epoch": best_epoch, "since_best": since_best, "history": history,
+            "marks": list(marks), "best_epoch": best_epoch, "since_best": since_best,
+            "history": history,
             "elapsed_s": time.perf_counter() - t0, "rng": _rng_state(gen),
             # Mini-batch samplers keep generators of their own (mskd.sampling.SeedBatches).
             "batches": batches.state() if hasattr(batches, "state") else None,
@@ -313,7 +319,15 @@ def fit(
         rec = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "val": val,
                "val_loss": val_loss, **{f"grad_share_{k}": v for k, v in shares.items()}}
         history.append(rec)
-        if (val, -val_loss) > (best[0], -best[1]):
+        if cfg.select == "score+loss":
+            top, low = val >= marks[0], val_loss <= marks[1]
+            if top and low:
+                best = (val, val_loss)
+                best_epoch = epoch
+                best_state = copy.deepcopy(model.state_dict())
+            since_best = 0 if top or low else since_best + 1
+            marks = (max(val, marks[0]), min(val_loss, marks[1]))
+        elif (val, -val_loss) > (best[0], -best[1]):
             best = (val, val_loss)
             best_epoch, since_best = epoch, 0
             best_state = copy.deepcopy(model.state_dict())

@@ -30,10 +30,10 @@ from mskd.train import LossTerm, Resume, TrainingError, fit, seed_everything
 MODEL = ModelConfig(arch="gat", hidden_layers=2, hidden=8, heads=2)
 
 
-def _train(data, resume: Resume | None, terms=(), epochs: int = 30):
+def _train(data, resume: Resume | None, terms=(), epochs: int = 30, select: str = "score"):
     seed_everything(3)
     model = GNN(data.num_features, data.num_classes, MODEL)
-    cfg = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=epochs, patience=epochs)
+    cfg = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=epochs, patience=epochs, select=select)
     result = fit(model, data, cfg, terms=terms, seed=3, quiet=True, resume=resume)
     return model, result
 
@@ -55,14 +55,15 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_fit_interrupted_and_resumed_equals_uninterrupted(tiny_npz, tmp_path):
+@pytest.mark.parametrize("select", ["score", "score+loss"])
+def test_fit_interrupted_and_resumed_equals_uninterrupted(tiny_npz, tmp_path, select):
     data = load_npz(tiny_npz)
-    ref_model, ref = _train(data, None, terms=[_interrupt_at(-1)])
+    ref_model, ref = _train(data, None, terms=[_interrupt_at(-1)], select=select)
     resume = Resume(tmp_path / "m.resume", {"k": 1}, every_s=0.0)
     with pytest.raises(_Interrupt):
-        _train(data, resume, terms=[_interrupt_at(17)])
+        _train(data, resume, terms=[_interrupt_at(17)], select=select)
     assert torch.load(resume.path, weights_only=True)["epoch"] == 16
-    model, res = _train(data, resume, terms=[_interrupt_at(-1)])
+    model, res = _train(data, resume, terms=[_interrupt_at(-1)], select=select)
     assert _same_weights(model, ref_model)
     assert (res.best_epoch, res.val, res.val_loss) == (ref.best_epoch, ref.val, ref.val_loss)
     assert [h["task"] for h in res.history] == [h["task"] for h in ref.history]
