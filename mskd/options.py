@@ -216,6 +216,9 @@ def _add_model_args(g) -> None:
                    help="architecture of each teacher, one for all or one per teacher, after "
                         "--arch: gat, gcn, sage (e.g. gat,gcn,sage with depths 1,2,3 for more "
                         "diverse teachers)")
+    g.add_argument("--teacher-residual", choices=("on", "off"), default=None,
+                   help="residual connections in the teachers (default: the preset's; "
+                        "docs/results.md, 'Teachers at published strength', says which)")
     g.add_argument("--arch", choices=("gat", "gcn", "sage"), default=None,
                    help="architecture of teachers and student (default: the preset's, gat)")
     g.add_argument("--student-arch", choices=ARCHS, default=None,
@@ -555,6 +558,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                               f"teacher), got {len(archs)}")
         archs = archs * len(teachers) if len(archs) == 1 else archs
         teachers = tuple(dataclasses.replace(t, arch=a) for t, a in zip(teachers, archs))
+    residual = getattr(args, "teacher_residual", None)
+    if residual is not None:
+        teachers = tuple(dataclasses.replace(t, residual=residual == "on") for t in teachers)
     cfg = dataclasses.replace(cfg, teachers=teachers)
     cfg = _scale_config(args, cfg)
     if hasattr(args, "method"):

@@ -1,4 +1,5 @@
-"""Which validation epoch training keeps: ``select="score"`` and the GAT paper's ``score+loss``."""
+"""Knobs behind teachers at published strength: which validation epoch training keeps
+(``select="score"`` or the GAT paper's ``score+loss``) and ``--teacher-residual``."""
 
 from __future__ import annotations
 
@@ -98,3 +99,12 @@ def test_select_flag_sets_teachers_and_student_and_reaches_the_checkpoint(tiny_n
     assert payload["train_config"]["select"] == "score+loss"
     msg = cli_error(capsys, ["run", "--dataset", str(tiny_npz), "--select", "loss"])
     assert "--select" in msg and "score+loss" in msg
+
+
+@pytest.mark.parametrize("flag", ["on", "off"])
+def test_teacher_residual_flag_sets_the_teachers_only(tiny_npz, flag):
+    base = resolve_config(build_parser().parse_args(["run", "--dataset", str(tiny_npz)]))
+    cfg = resolve_config(build_parser().parse_args(
+        ["run", "--dataset", str(tiny_npz), "--teacher-residual", flag, "--teacher-depths", "1,2"]))
+    assert [t.residual for t in cfg.teachers] == [flag == "on"] * 2
+    assert cfg.student == base.student
