@@ -20,8 +20,8 @@ from .config import (
     SEED_MAX,
     SELECTIONS,
     RunConfig,
+    at_depths,
     preset,
-    with_depths,
 )
 from .convs import CONVS
 from .data import canonical_name
@@ -550,7 +550,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if student_over:
         cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, **student_over))
     if args.teacher_depths:
-        teachers = with_depths(teachers[0], args.teacher_depths)
+        teachers = at_depths(teachers, args.teacher_depths)
     archs = getattr(args, "teacher_archs", None)
     if archs:
         if len(archs) not in (1, len(teachers)):

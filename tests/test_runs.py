@@ -71,7 +71,8 @@ def test_checkpoint_round_trip(trained, data, run_cfg) -> None:
         assert payload["kind"] == "teacher" and payload["dataset"] == "tiny"
         assert payload["model_config"] == t.cfg.to_dict()
         assert ModelConfig(**payload["model_config"]) == t.cfg
-        assert payload["train_config"] == dataclasses.asdict(run_cfg.teacher_train)
+        assert payload["train_config"] == run_cfg.teacher_train.to_dict()
+        assert TrainConfig(**payload["train_config"]) == run_cfg.teacher_train
         assert payload["fingerprint"] == data.fingerprint()
         assert payload["metrics"]["val"] == t.val and payload["metrics"]["test"] == t.test
         model = model_from_checkpoint(payload, t.path)

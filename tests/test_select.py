@@ -1,14 +1,17 @@
 """Knobs behind teachers at published strength: which validation epoch training keeps
-(``select="score"`` or the GAT paper's ``score+loss``) and ``--teacher-residual``."""
+(``select="score"`` or the GAT paper's ``score+loss``), ``--teacher-residual`` and per-depth
+teacher settings under ``--teacher-depths``."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 from conftest import cli_error
 
 from mskd.cli import build_parser, main, resolve_config
-from mskd.config import ConfigError, ModelConfig, RunConfig, TrainConfig
+from mskd.config import ConfigError, ModelConfig, RunConfig, TrainConfig, at_depths
 from mskd.data import load_npz
 from mskd.models import GNN
 from mskd.train import LossTerm, Resume, fit, seed_everything
@@ -108,3 +111,14 @@ def test_teacher_residual_flag_sets_the_teachers_only(tiny_npz, flag):
         ["run", "--dataset", str(tiny_npz), "--teacher-residual", flag, "--teacher-depths", "1,2"]))
     assert [t.residual for t in cfg.teachers] == [flag == "on"] * 2
     assert cfg.student == base.student
+
+
+def test_teacher_depths_keep_a_presets_shallow_and_deep_teachers_apart():
+    shallow = ModelConfig(hidden_layers=1, residual=False)
+    deep = (dataclasses.replace(shallow, hidden_layers=2, residual=True),
+            dataclasses.replace(shallow, hidden_layers=3, residual=True))
+    got = at_depths((shallow, *deep), (1, 2, 2, 4))
+    assert [(t.hidden_layers, t.residual) for t in got] == [(1, False), (2, True), (2, True),
+                                                            (4, True)]
+    # Equidistant from 1 and 3: the deeper teacher's settings.
+    assert at_depths((shallow, deep[1]), (2,))[0] == deep[0]
