@@ -31,6 +31,8 @@ from mskd.teachers import train_or_load_teachers
 VARIANTS = {
     "preset": {},
     "no-residual": {"residual": False},
+    # The Cora/CiteSeer 1-layer teacher before 2026-12-04 (commit 8d86bb2 dropped its residual).
+    "with-residual": {"residual": True},
 }
 _MODEL = {f.name for f in dataclasses.fields(ModelConfig)}
 _TRAIN = {f.name for f in dataclasses.fields(TrainConfig)}
