@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mskd.config import ModelConfig, TrainConfig, preset
+from mskd.config import ModelConfig, TrainConfig, at_depths, preset
 from mskd.context import RunContext
 from mskd.data import load_dataset
 from mskd.teachers import train_or_load_teachers
@@ -99,26 +99,29 @@ def main() -> None:
     seeds = _seeds(args.seeds)
     ctx = RunContext(torch.device("cpu"), quiet=True)
     rows = {}
+    first = _variant(args.variants[0])[0]
     for spec in args.variants:
         name, over = _variant(spec)
         model_over = {k: v for k, v in over.items() if k in _MODEL}
         train_over = {k: v for k, v in over.items() if k in _TRAIN}
+        cell_train = dataclasses.replace(train, **train_over)
         for depth in depths:
+            # The preset's teacher of (nearest) this depth, as --teacher-depths picks it.
+            teacher = dataclasses.replace(at_depths(base.teachers, (depth,))[0], **model_over)
             cells = []
             for seed in seeds:
-                teacher = dataclasses.replace(base.teacher(depth), **model_over)
                 run = dataclasses.replace(base, seed=seed, teachers=(teacher,),
-                                          teacher_train=dataclasses.replace(train, **train_over))
+                                          teacher_train=cell_train)
                 out = root / name / f"seed{seed}"
                 out.mkdir(parents=True, exist_ok=True)
                 [t] = train_or_load_teachers(run, data, out, ctx)
                 cells.append((t.val, t.test, t.best_epoch))
             vals, tests = [c[0] for c in cells], [c[1] for c in cells]
             rows[name, depth] = vals
-            ref = rows.get((_variant(args.variants[0])[0], depth))
+            ref = rows.get((first, depth))
             diff = [a - b for a, b in zip(vals, ref)]
             line = (f"{ds} {name} depth {depth}: val {_stat(vals)}, test {_stat(tests)}, "
-                    f"val − {_variant(args.variants[0])[0]} {_stat(diff)} "
+                    f"val − {first} {_stat(diff)} "
                     f"(best epochs {[c[2] for c in cells]})")
             print(line, flush=True)
             with open(root / "variants.jsonl", "a") as f:
